@@ -1,0 +1,30 @@
+// What the rest of the program needs to know about the engine that runs the tensors.
+import type * as tf from '@tensorflow/tfjs-core';
+
+/** Names accepted by --engine. */
+export const ENGINE_CHOICES = ['auto', 'tensorflow', 'native', 'cpu'] as const;
+export type EngineChoice = (typeof ENGINE_CHOICES)[number];
+
+export interface Engine {
+  /** The tfjs backend that is active: 'tensorflow' (tfjs-node), 'native' (oneDNN) or 'cpu'. */
+  name: 'tensorflow' | 'native' | 'cpu';
+  /** One line for the user: why this engine was chosen. */
+  reason: string;
+  /** e.g. "oneDNN 2.6.3 (avx512_core_amx)" or "tfjs-node 4.22.0". */
+  version: string;
+  /** Threads the engine computes with. */
+  threads: number;
+  /**
+   * Optional fused, in-place SGD update of one parameter:
+   *   v = momentum * v + (g + weightDecay * w);  w = w - lr * v
+   * Engines without it get the same update written with tf ops (src/train/sgd.ts).
+   */
+  sgdUpdate?(
+    w: tf.Variable,
+    g: tf.Tensor,
+    v: tf.Variable,
+    lr: number,
+    momentum: number,
+    weightDecay: number,
+  ): void;
+}

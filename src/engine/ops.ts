@@ -1,0 +1,90 @@
+// The network's hot units, written once for every engine.
+//
+// The model calls only these functions for its conv -> BN (-> ReLU) units and for the
+// residual addition. Each has a plain TensorFlow.js composition that any backend can run
+// and differentiate; an engine that registers the fused kernel named below for its backend
+// (see src/engine/native/) gets the fused kernel instead, with its own gradient.
+import * as tf from '@tensorflow/tfjs-core';
+
+/**
+ * Training-mode batch normalization over the N, H, W axes of an NHWC tensor, optionally
+ * followed by ReLU. inputs {x, gamma, beta}; attrs {epsilon, relu};
+ * outputs [y, mean, variance] (biased batch variance, as used for normalizing).
+ */
+export const BN_TRAIN_KERNEL = 'ResnetBatchNormTrain';
+/** y = relu(a + b) for two tensors of the same shape. inputs {a, b}; outputs [y]. */
+export const ADD_RELU_KERNEL = 'ResnetAddRelu';
+
+export const BN_EPSILON = 1e-5;
+
+function fused(kernelName: string): boolean {
+  return tf.getKernel(kernelName, tf.getBackend()) !== undefined;
+}
+
+/**
+ * 3x3 (pad 1) or 1x1 (pad 0) convolution, NHWC, no bias. Explicit symmetric padding, as
+ * the paper's Caffe/Torch nets: with stride 2 the output pixel i is centred on input 2i,
+ * the same pixels the option-A shortcut keeps.
+ */
+export function conv2d(x: tf.Tensor4D, w: tf.Tensor4D, stride: 1 | 2): tf.Tensor4D {
+  const p = (w.shape[0] - 1) / 2;
+  return tf.conv2d(x, w, stride, [
+    [0, 0],
+    [p, p],
+    [p, p],
+    [0, 0],
+  ]);
+}
+
+export interface BatchNormOutput {
+  y: tf.Tensor4D;
+  mean: tf.Tensor1D;
+  variance: tf.Tensor1D;
+}
+
+/** Batch normalization with the mini-batch statistics (training mode). */
+export function batchNormTrain(
+  x: tf.Tensor4D,
+  gamma: tf.Tensor1D,
+  beta: tf.Tensor1D,
+  relu: boolean,
+  epsilon = BN_EPSILON,
+): BatchNormOutput {
+  if (fused(BN_TRAIN_KERNEL)) {
+    const [y, mean, variance] = tf.engine().runKernel(
+      BN_TRAIN_KERNEL,
+      { x, gamma, beta },
+      { epsilon, relu },
+    ) as tf.Tensor[];
+    return { y: y as tf.Tensor4D, mean: mean as tf.Tensor1D, variance: variance as tf.Tensor1D };
+  }
+  const { mean, variance } = tf.moments(x, [0, 1, 2]);
+  const normed = tf.batchNorm(x, mean, variance, beta, gamma, epsilon);
+  return {
+    y: relu ? tf.relu(normed) : normed,
+    mean: mean as tf.Tensor1D,
+    variance: variance as tf.Tensor1D,
+  };
+}
+
+/** Batch normalization with running statistics (inference mode). */
+export function batchNormInfer(
+  x: tf.Tensor4D,
+  gamma: tf.Tensor1D,
+  beta: tf.Tensor1D,
+  mean: tf.Tensor1D,
+  variance: tf.Tensor1D,
+  relu: boolean,
+  epsilon = BN_EPSILON,
+): tf.Tensor4D {
+  const y = tf.batchNorm(x, mean, variance, beta, gamma, epsilon);
+  return relu ? tf.relu(y) : y;
+}
+
+/** relu(a + b): the end of a residual block. */
+export function addRelu(a: tf.Tensor4D, b: tf.Tensor4D): tf.Tensor4D {
+  if (fused(ADD_RELU_KERNEL)) {
+    return tf.engine().runKernel(ADD_RELU_KERNEL, { a, b }) as tf.Tensor4D;
+  }
+  return tf.relu(tf.add(a, b));
+}
