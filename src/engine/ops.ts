@@ -5,6 +5,8 @@
 // and differentiate; an engine that registers the fused kernel named below for its backend
 // (see src/engine/native/) gets the fused kernel instead, with its own gradient.
 import * as tf from '@tensorflow/tfjs-core';
+// tfjs-core on its own knows no gradients; the union package would register them for us.
+import '@tensorflow/tfjs-core/dist/register_all_gradients';
 
 /**
  * Training-mode batch normalization over the N, H, W axes of an NHWC tensor, optionally
@@ -59,7 +61,7 @@ export function batchNormTrain(
     return { y: y as tf.Tensor4D, mean: mean as tf.Tensor1D, variance: variance as tf.Tensor1D };
   }
   const { mean, variance } = tf.moments(x, [0, 1, 2]);
-  const normed = tf.batchNorm(x, mean, variance, beta, gamma, epsilon);
+  const normed = tf.batchNorm(x, mean, variance, beta, gamma, epsilon) as tf.Tensor4D;
   return {
     y: relu ? tf.relu(normed) : normed,
     mean: mean as tf.Tensor1D,
@@ -77,7 +79,7 @@ export function batchNormInfer(
   relu: boolean,
   epsilon = BN_EPSILON,
 ): tf.Tensor4D {
-  const y = tf.batchNorm(x, mean, variance, beta, gamma, epsilon);
+  const y = tf.batchNorm(x, mean, variance, beta, gamma, epsilon) as tf.Tensor4D;
   return relu ? tf.relu(y) : y;
 }
 
@@ -86,5 +88,5 @@ export function addRelu(a: tf.Tensor4D, b: tf.Tensor4D): tf.Tensor4D {
   if (fused(ADD_RELU_KERNEL)) {
     return tf.engine().runKernel(ADD_RELU_KERNEL, { a, b }) as tf.Tensor4D;
   }
-  return tf.relu(tf.add(a, b));
+  return tf.relu(tf.add(a, b)) as tf.Tensor4D;
 }

@@ -1,0 +1,82 @@
+// --engine auto|tensorflow|native|cpu: which tfjs backend runs the tensors, and why.
+//
+// auto prefers tfjs-node (libtensorflow) when it is installed and loads, then our oneDNN
+// engine, then tfjs's pure-JavaScript CPU backend, which trains correctly but about a
+// thousand times slower (minutes per step): fine for tests, not for experiments.
+import * as tf from '@tensorflow/tfjs-core';
+import { ENGINE_CHOICES, type Engine, type EngineChoice } from './engine';
+
+export class EngineError extends Error {}
+
+export function parseEngineChoice(value: string): EngineChoice {
+  if (!(ENGINE_CHOICES as readonly string[]).includes(value)) {
+    throw new EngineError(`--engine must be one of ${ENGINE_CHOICES.join(', ')}, got '${value}'`);
+  }
+  return value as EngineChoice;
+}
+
+function firstLine(e: unknown): string {
+  return String((e as Error)?.message ?? e).split('\n')[0];
+}
+
+async function loadTensorflow(threads: number | undefined): Promise<Engine> {
+  if (threads) {
+    // libtensorflow reads its thread pools' sizes from the environment when it starts.
+    process.env.TF_NUM_INTRAOP_THREADS = String(threads);
+    process.env.TF_NUM_INTEROP_THREADS = '1';
+  }
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  require('@tensorflow/tfjs-node');
+  await tf.setBackend('tensorflow');
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const version = (require('@tensorflow/tfjs-node/package.json') as { version: string }).version;
+  return { name: 'tensorflow', reason: '', version: `tfjs-node ${version}`, threads: threads ?? 0 };
+}
+
+async function loadNative(threads: number | undefined): Promise<Engine> {
+  const { loadNativeEngine } = await import('./native/index.js');
+  return loadNativeEngine(threads);
+}
+
+async function loadCpu(): Promise<Engine> {
+  await import('@tensorflow/tfjs-backend-cpu');
+  await tf.setBackend('cpu');
+  return { name: 'cpu', reason: '', version: `tfjs-backend-cpu ${tf.version_core}`, threads: 1 };
+}
+
+export async function selectEngine(choice: EngineChoice, threads?: number): Promise<Engine> {
+  // Production mode: no debug checks, and no "install tfjs-node" banner from the CPU backend.
+  tf.env().set('PROD', true);
+  if (threads !== undefined && (!Number.isInteger(threads) || threads < 1)) {
+    throw new EngineError(`--threads must be a whole number >= 1, got ${threads}`);
+  }
+  const explicit = async (load: () => Promise<Engine>, what: string): Promise<Engine> => {
+    try {
+      const e = await load();
+      e.reason = `--engine ${choice}`;
+      return e;
+    } catch (err) {
+      throw new EngineError(`the ${what} engine is not available: ${firstLine(err)}`);
+    }
+  };
+  if (choice === 'tensorflow') return explicit(() => loadTensorflow(threads), 'tensorflow (tfjs-node)');
+  if (choice === 'native') return explicit(() => loadNative(threads), 'native (oneDNN)');
+  if (choice === 'cpu') return explicit(loadCpu, 'cpu');
+
+  const skipped: string[] = [];
+  for (const [label, load] of [
+    ['tfjs-node', () => loadTensorflow(threads)],
+    ['native', () => loadNative(threads)],
+  ] as const) {
+    try {
+      const e = await load();
+      e.reason = skipped.length ? `auto: ${skipped.join('; ')}` : `auto: ${label} loads`;
+      return e;
+    } catch (err) {
+      skipped.push(`${label} unavailable (${firstLine(err)})`);
+    }
+  }
+  const e = await loadCpu();
+  e.reason = `auto: ${skipped.join('; ')}; falling back to the pure-JavaScript cpu backend (minutes per step: tests only)`;
+  return e;
+}

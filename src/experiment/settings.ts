@@ -1,0 +1,114 @@
+// The settings of one run, from command-line flags or an experiment file, with the
+// paper's recipe as the defaults (PROTOCOL.md, "Training").
+import * as path from 'node:path';
+import type { EngineChoice } from '../engine/engine';
+import { blocksPerStage, netName, type NetConfig, type Shortcut } from '../model/resnet';
+import { defaultMilestones } from '../train/schedule';
+
+export class SettingsError extends Error {}
+
+/** What defines the experiment: a resumed run must have the same. */
+export interface Recipe {
+  iterations: number;
+  milestones: number[];
+  lr: number;
+  batch: number;
+  momentum: number;
+  weightDecay: number;
+  warmup: 'auto' | 'on' | 'off';
+  /** Training images held out (the last ones) as a validation set; 0 = none. */
+  val: number;
+  evalEvery: number;
+}
+
+export const PAPER_RECIPE: Recipe = {
+  iterations: 64000,
+  milestones: [32000, 48000],
+  lr: 0.1,
+  batch: 128,
+  momentum: 0.9,
+  weightDecay: 1e-4,
+  warmup: 'auto',
+  val: 0,
+  evalEvery: 500,
+};
+
+export interface RunSettings {
+  net: NetConfig;
+  seed: number;
+  recipe: Recipe;
+  dataDir: string;
+  /** Records per data file: 10,000 in CIFAR-10; smaller only for synthetic test data. */
+  recordsPerFile: number;
+  out: string;
+  engine: EngineChoice;
+  threads?: number;
+  fresh: boolean;
+}
+
+/** Folder of a run: <out>/<plain|resnet>-<depth>[-B]-s<seed>. */
+export function runDir(s: Pick<RunSettings, 'net' | 'seed' | 'out'>): string {
+  return path.join(s.out, `${netName(s.net)}-s${s.seed}`);
+}
+
+/** Warm-up as the paper: only the 110-layer (and deeper) nets need it. */
+export function warmupEnabled(recipe: Recipe, depth: number): boolean {
+  return recipe.warmup === 'on' || (recipe.warmup === 'auto' && depth >= 110);
+}
+
+export function integer(name: string, value: string | number, min: number): number {
+  const n = typeof value === 'number' ? value : Number(value);
+  if (!Number.isInteger(n) || n < min) throw new SettingsError(`${name} must be a whole number >= ${min}, got '${value}'`);
+  return n;
+}
+
+export function positive(name: string, value: string | number, allowZero = false): number {
+  const n = typeof value === 'number' ? value : Number(value);
+  if (!Number.isFinite(n) || n < 0 || (!allowZero && n === 0)) {
+    throw new SettingsError(`${name} must be a ${allowZero ? 'non-negative' : 'positive'} number, got '${value}'`);
+  }
+  return n;
+}
+
+export function parseMilestones(value: string): number[] {
+  const list = value.split(',').map((v) => integer('--milestones', v.trim(), 1));
+  for (let i = 1; i < list.length; i++) {
+    if (list[i] <= list[i - 1]) throw new SettingsError(`--milestones must increase, got '${value}'`);
+  }
+  return list;
+}
+
+export function parseShortcut(value: string): Shortcut {
+  const v = value.toUpperCase();
+  if (v !== 'A' && v !== 'B') throw new SettingsError(`--shortcut must be A or B, got '${value}'`);
+  return v;
+}
+
+export function parseWarmup(value: string): Recipe['warmup'] {
+  if (value !== 'auto' && value !== 'on' && value !== 'off') {
+    throw new SettingsError(`--warmup must be auto, on or off, got '${value}'`);
+  }
+  return value;
+}
+
+/**
+ * Completes a recipe from partial settings: milestones scale with --iterations when only
+ * that is given (50% and 75%, the paper's 32k/48k of 64k), and everything is checked.
+ */
+export function completeRecipe(partial: Partial<Recipe>): Recipe {
+  const r: Recipe = { ...PAPER_RECIPE, ...partial };
+  if (partial.iterations !== undefined && partial.milestones === undefined) r.milestones = defaultMilestones(r.iterations);
+  integer('--iterations', r.iterations, 1);
+  integer('--batch', r.batch, 1);
+  integer('--eval-every', r.evalEvery, 1);
+  integer('--val', r.val, 0);
+  positive('--lr', r.lr);
+  positive('--momentum', r.momentum, true);
+  positive('--weight-decay', r.weightDecay, true);
+  return r;
+}
+
+export function checkNet(net: NetConfig): NetConfig {
+  blocksPerStage(net.depth);
+  return net;
+}

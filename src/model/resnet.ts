@@ -1,0 +1,241 @@
+// The CIFAR-10 plain and residual networks of He et al. 2016, section 4.2.
+//
+//   input 32x32x3 (per-pixel mean subtracted)
+//   conv3x3, 16 -> BN -> ReLU
+//   stage 1: n blocks, 16 filters, 32x32
+//   stage 2: n blocks, 32 filters, 16x16   (the first conv of the stage has stride 2)
+//   stage 3: n blocks, 64 filters,  8x8    (idem)
+//   block: conv3x3 -> BN -> ReLU -> conv3x3 -> BN -> (+ shortcut) -> ReLU
+//   global average pool -> 10-way fully connected -> softmax
+//   depth = 6n + 2 weighted layers.
+//
+// A plain net is the same stack without the "+ shortcut". The residual shortcut is the
+// identity, except where a stage starts (map halved, width doubled): option A subsamples
+// and zero-pads the new channels (no parameters), option B uses a 1x1 stride-2 conv + BN.
+//
+// Every conv -> BN (-> ReLU) unit goes through src/engine/ops.ts, so that an engine can
+// run it as one fused kernel.
+import * as tf from '@tensorflow/tfjs-core';
+import { addRelu, batchNormInfer, batchNormTrain, conv2d } from '../engine/ops';
+
+export type Shortcut = 'A' | 'B';
+
+export interface NetConfig {
+  depth: number;
+  plain: boolean;
+  shortcut: Shortcut;
+}
+
+/** A user-facing error: its message is one line. */
+export class DepthError extends Error {}
+
+/** n, the number of blocks per stage, for a depth of 6n + 2. */
+export function blocksPerStage(depth: number): number {
+  if (!Number.isInteger(depth) || depth < 8 || (depth - 2) % 6 !== 0) {
+    throw new DepthError(
+      `depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, 1202, ...), got ${depth}`,
+    );
+  }
+  return (depth - 2) / 6;
+}
+
+/** The run's short name: resnet-56, plain-20, resnet-110-B. */
+export function netName(cfg: NetConfig): string {
+  return `${cfg.plain ? 'plain' : 'resnet'}-${cfg.depth}${cfg.shortcut === 'B' && !cfg.plain ? '-B' : ''}`;
+}
+
+/** One conv -> BN unit (the ReLU, if any, is decided where it is applied). */
+export interface ConvBn {
+  name: string;
+  kernel: 1 | 3;
+  stride: 1 | 2;
+  inChannels: number;
+  outChannels: number;
+  /** Output map size (square). */
+  outSize: number;
+}
+
+export interface Block {
+  name: string;
+  conv1: ConvBn;
+  conv2: ConvBn;
+  /** 'identity', 'A' (subsample + zero-pad), 'B' (projection), or 'none' in a plain net. */
+  shortcut: 'identity' | 'A' | 'B' | 'none';
+  projection?: ConvBn;
+}
+
+/** The architecture as data: what the summary prints and what the weights are made for. */
+export interface Architecture {
+  config: NetConfig;
+  stem: ConvBn;
+  blocks: Block[];
+  classes: number;
+}
+
+export function architecture(cfg: NetConfig): Architecture {
+  const n = blocksPerStage(cfg.depth);
+  const unit = (name: string, kernel: 1 | 3, stride: 1 | 2, cin: number, cout: number, size: number): ConvBn => ({
+    name,
+    kernel,
+    stride,
+    inChannels: cin,
+    outChannels: cout,
+    outSize: size,
+  });
+  const stem = unit('stem', 3, 1, 3, 16, 32);
+  const blocks: Block[] = [];
+  let cin = 16;
+  [16, 32, 64].forEach((cout, stage) => {
+    const size = 32 >> stage;
+    for (let b = 0; b < n; b++) {
+      const stride = stage > 0 && b === 0 ? 2 : 1;
+      const name = `stage${stage + 1}/block${b + 1}`;
+      const changes = stride !== 1 || cin !== cout;
+      const block: Block = {
+        name,
+        conv1: unit(`${name}/conv1`, 3, stride, cin, cout, size),
+        conv2: unit(`${name}/conv2`, 3, 1, cout, cout, size),
+        shortcut: cfg.plain ? 'none' : changes ? cfg.shortcut : 'identity',
+      };
+      if (block.shortcut === 'B') block.projection = unit(`${name}/proj`, 1, stride, cin, cout, size);
+      blocks.push(block);
+      cin = cout;
+    }
+  });
+  return { config: cfg, stem, blocks, classes: 10 };
+}
+
+/** Every conv -> BN unit of the net, in forward order. */
+export function convUnits(arch: Architecture): ConvBn[] {
+  const units = [arch.stem];
+  for (const b of arch.blocks) {
+    units.push(b.conv1, b.conv2);
+    if (b.projection) units.push(b.projection);
+  }
+  return units;
+}
+
+/** Batch statistics of one BN layer from a training forward pass. */
+export interface BatchStats {
+  name: string;
+  mean: tf.Tensor1D;
+  variance: tf.Tensor1D;
+  /** Values per channel the statistics were taken over (N*H*W). */
+  count: number;
+}
+
+/**
+ * The weights of a network and its forward pass. Trainable variables are named
+ * `<unit>/w`, `<unit>/gamma`, `<unit>/beta`, `fc/w`, `fc/b`; the BN running statistics
+ * (not trained, used for evaluation) `<unit>/running_mean` and `<unit>/running_var`.
+ */
+let nextNetId = 0;
+
+export class CifarNet {
+  readonly arch: Architecture;
+  readonly params = new Map<string, tf.Variable>();
+  readonly runningStats = new Map<string, tf.Variable>();
+
+  constructor(cfg: NetConfig, seed: number) {
+    this.arch = architecture(cfg);
+    nextNetId++;
+    tf.tidy(() => {
+      convUnits(this.arch).forEach((u, i) => {
+        // He et al. 2015 ("MSRA") init: N(0, 2 / fan_in), fan_in = k*k*in_channels.
+        const std = Math.sqrt(2 / (u.kernel * u.kernel * u.inChannels));
+        this.add(u.name + '/w', tf.randomNormal([u.kernel, u.kernel, u.inChannels, u.outChannels], 0, std, 'float32', seed * 7919 + i));
+        this.add(u.name + '/gamma', tf.ones([u.outChannels]));
+        this.add(u.name + '/beta', tf.zeros([u.outChannels]));
+        this.runningStats.set(u.name + '/running_mean', tf.variable(tf.zeros([u.outChannels]), false));
+        this.runningStats.set(u.name + '/running_var', tf.variable(tf.ones([u.outChannels]), false));
+      });
+      // The usual default for a linear layer: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+      const bound = 1 / Math.sqrt(64);
+      this.add('fc/w', tf.randomUniform([64, this.arch.classes], -bound, bound, 'float32', seed * 7919 + 7907));
+      this.add('fc/b', tf.randomUniform([this.arch.classes], -bound, bound, 'float32', seed * 7919 + 7901));
+    });
+  }
+
+  private add(name: string, value: tf.Tensor): void {
+    // tfjs variable names are global: make them unique per net, readable in errors.
+    this.params.set(name, tf.variable(value, true, `${name}#${nextNetId}`));
+  }
+
+  /** Names of the parameters that weight decay applies to: conv and FC weights. */
+  decayed(name: string): boolean {
+    return name.endsWith('/w');
+  }
+
+  parameterCount(): number {
+    let total = 0;
+    for (const v of this.params.values()) total += v.size;
+    return total;
+  }
+
+  /**
+   * Forward pass to logits. In training mode BN uses the batch statistics and reports
+   * them in `stats` (for the running averages); in inference mode it uses the running ones.
+   */
+  forward(x: tf.Tensor4D, training: boolean, stats?: BatchStats[]): tf.Tensor2D {
+    const p = (name: string) => this.params.get(name) as tf.Tensor;
+    const unit = (u: ConvBn, input: tf.Tensor4D, relu: boolean): tf.Tensor4D => {
+      const z = conv2d(input, p(u.name + '/w') as tf.Tensor4D, u.stride);
+      const gamma = p(u.name + '/gamma') as tf.Tensor1D;
+      const beta = p(u.name + '/beta') as tf.Tensor1D;
+      if (!training) {
+        const mean = this.runningStats.get(u.name + '/running_mean') as tf.Tensor1D;
+        const variance = this.runningStats.get(u.name + '/running_var') as tf.Tensor1D;
+        return batchNormInfer(z, gamma, beta, mean, variance, relu);
+      }
+      const out = batchNormTrain(z, gamma, beta, relu);
+      stats?.push({ name: u.name, mean: out.mean, variance: out.variance, count: z.shape[0] * z.shape[1] * z.shape[2] });
+      return out.y;
+    };
+
+    let h = unit(this.arch.stem, x, true);
+    for (const b of this.arch.blocks) {
+      const r = unit(b.conv1, h, true);
+      if (b.shortcut === 'none') {
+        h = unit(b.conv2, r, true);
+        continue;
+      }
+      const f = unit(b.conv2, r, false);
+      h = addRelu(f, this.shortcut(b, h, unit));
+    }
+    const pooled = tf.mean(h, [1, 2]) as tf.Tensor2D;
+    return tf.add(tf.matMul(pooled, p('fc/w') as tf.Tensor2D), p('fc/b')) as tf.Tensor2D;
+  }
+
+  private shortcut(
+    b: Block,
+    x: tf.Tensor4D,
+    unit: (u: ConvBn, input: tf.Tensor4D, relu: boolean) => tf.Tensor4D,
+  ): tf.Tensor4D {
+    if (b.shortcut === 'identity') return x;
+    if (b.shortcut === 'B') return unit(b.projection as ConvBn, x, false);
+    // Option A: keep every second pixel (the ones the stride-2 conv is centred on) and
+    // zero-pad the new channels, half before and half after the old ones.
+    // (tfjs has no gradient for stridedSlice: the subsampling is a reshape and a slice.)
+    const [batch, height, width, channels] = x.shape;
+    const pairs = tf.reshape(x, [batch, height / 2, 2, width / 2, 2 * channels]);
+    const sub = tf.reshape(tf.slice(pairs, [0, 0, 0, 0, 0], [batch, height / 2, 1, width / 2, channels]), [
+      batch,
+      height / 2,
+      width / 2,
+      channels,
+    ]) as tf.Tensor4D;
+    const extra = b.conv2.outChannels - channels;
+    const lo = Math.floor(extra / 2);
+    return tf.pad(sub, [
+      [0, 0],
+      [0, 0],
+      [0, 0],
+      [lo, extra - lo],
+    ]);
+  }
+
+  dispose(): void {
+    for (const v of this.params.values()) v.dispose();
+    for (const v of this.runningStats.values()) v.dispose();
+  }
+}

@@ -1,0 +1,91 @@
+// One training step (forward, loss, backward, SGD update, BN running statistics) and the
+// evaluation pass. Everything made here is disposed here: memory stays flat.
+import * as tf from '@tensorflow/tfjs-core';
+import type { BatchStats, CifarNet } from '../model/resnet';
+import type { Sgd } from './sgd';
+
+/** Running statistics: running = (1 - m) * running + m * batch, as Torch/PyTorch (m = 0.1). */
+export const BN_MOMENTUM = 0.1;
+export const IMAGE_SHAPE = [32, 32, 3] as const;
+
+export interface StepResult {
+  /** Mean cross-entropy of the mini-batch. */
+  loss: number;
+  /** Misclassified images in the mini-batch. */
+  errors: number;
+}
+
+function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D): tf.Scalar {
+  const oneHot = tf.oneHot(labels, logits.shape[1]);
+  return tf.neg(tf.mean(tf.sum(tf.mul(oneHot, tf.logSoftmax(logits)), 1))) as tf.Scalar;
+}
+
+/** Counts rows of `logits` (n x classes, flat) whose arg-max is not the label. */
+export function countErrors(logits: Float32Array | Int32Array | Uint8Array, labels: ArrayLike<number>, classes: number): number {
+  let errors = 0;
+  for (let i = 0; i < labels.length; i++) {
+    let best = 0;
+    for (let c = 1; c < classes; c++) if (logits[i * classes + c] > logits[i * classes + best]) best = c;
+    if (best !== labels[i]) errors++;
+  }
+  return errors;
+}
+
+export function trainStep(net: CifarNet, sgd: Sgd, x: Float32Array, labels: Int32Array, lr: number): StepResult {
+  const batch = labels.length;
+  const stats: BatchStats[] = [];
+  let logits: tf.Tensor2D | undefined;
+  const names = new Map<string, string>();
+  for (const [name, v] of net.params) names.set(v.name, name);
+
+  const { value, grads } = tf.variableGrads(() => {
+    const input = tf.tensor4d(x, [batch, ...IMAGE_SHAPE]);
+    const out = net.forward(input, true, stats);
+    // Kept past the gradient computation's tidy: the error count and running statistics need them.
+    logits = tf.keep(out);
+    for (const s of stats) {
+      tf.keep(s.mean);
+      tf.keep(s.variance);
+    }
+    return crossEntropy(out, tf.tensor1d(labels, 'int32'));
+  }, [...net.params.values()]);
+
+  const byName = new Map<string, tf.Tensor>();
+  for (const [varName, g] of Object.entries(grads)) byName.set(names.get(varName) as string, g);
+  sgd.step(byName, lr);
+
+  updateRunningStats(net, stats);
+  const loss = value.dataSync()[0];
+  const errors = countErrors((logits as tf.Tensor2D).dataSync() as Float32Array, labels, net.arch.classes);
+
+  tf.dispose([value, logits as tf.Tensor, ...Object.values(grads)]);
+  for (const s of stats) tf.dispose([s.mean, s.variance]);
+  return { loss, errors };
+}
+
+/** Folds one batch's statistics into the running ones used for evaluation. */
+function updateRunningStats(net: CifarNet, stats: BatchStats[]): void {
+  tf.tidy(() => {
+    for (const s of stats) {
+      const mean = net.runningStats.get(s.name + '/running_mean') as tf.Variable;
+      const variance = net.runningStats.get(s.name + '/running_var') as tf.Variable;
+      // The running variance is the unbiased estimate, as Torch keeps it.
+      const unbiased = tf.mul(s.variance, s.count / Math.max(1, s.count - 1));
+      mean.assign(tf.add(tf.mul(mean, 1 - BN_MOMENTUM), tf.mul(s.mean, BN_MOMENTUM)));
+      variance.assign(tf.add(tf.mul(variance, 1 - BN_MOMENTUM), tf.mul(unbiased, BN_MOMENTUM)));
+    }
+  });
+}
+
+/** Error (%) of the net in inference mode over batches of a whole split. */
+export function evaluate(net: CifarNet, batches: Iterable<{ x: Float32Array; labels: Int32Array; count: number }>): number {
+  let errors = 0;
+  let seen = 0;
+  for (const b of batches) {
+    const logits = tf.tidy(() => net.forward(tf.tensor4d(b.x, [b.count, ...IMAGE_SHAPE]), false));
+    errors += countErrors(logits.dataSync() as Float32Array, b.labels, net.arch.classes);
+    logits.dispose();
+    seen += b.count;
+  }
+  return seen === 0 ? NaN : (100 * errors) / seen;
+}
