@@ -1,0 +1,302 @@
+// `compare`: one line per configuration, averaged over seeds, beside the paper's
+// numbers, and a verdict on the paper's claim: do deeper nets END with higher
+// training error (degradation) or lower?
+import type { MetricsRow, RunRecord } from './runs';
+import { PAPER_ITERATIONS, REPRODUCTION, TABLE6_RESNET, type PaperFigure } from './paper';
+
+/**
+ * A single row's train_error is a short window of mini-batches, noisy enough to
+ * flip a close comparison, so "final training error" averages the last few rows.
+ */
+export const FINAL_TRAIN_ROWS = 3;
+
+/** Mean and sample standard deviation over seeds (std null with fewer than 2). */
+export interface Stat {
+  mean: number;
+  std: number | null;
+  n: number;
+}
+
+/** A reference figure, JSON-safe (nulls, not missing fields). */
+export interface Reference {
+  testError: number;
+  mean: number | null;
+  std: number | null;
+  source: string;
+}
+
+export interface CompareRow {
+  /** e.g. "plain-20", "resnet-56-B". */
+  label: string;
+  variant: 'plain' | 'resnet';
+  depth: number;
+  shortcut: 'A' | 'B';
+  plannedIterations: number;
+  seeds: number[];
+  finishedSeeds: number;
+  params: number;
+  /** The least progress over seeds: the last logged iteration (0 with no rows). */
+  iterationsDone: number;
+  finalTrainError: Stat | null;
+  finalTestError: Stat | null;
+  bestTestError: Stat | null;
+  /** Table 6 of the paper, ResNets only. */
+  paper: Reference | null;
+  /** The public 5-seed reproduction, where it has this configuration. */
+  reproduction: Reference | null;
+}
+
+export interface Verdict {
+  variant: 'plain' | 'resnet';
+  shortcut: 'A' | 'B';
+  plannedIterations: number;
+  /** Final training error (mean over seeds) by increasing depth. */
+  points: { depth: number; trainError: number }[];
+  /** null with fewer than two depths. */
+  trend: 'rises' | 'falls' | 'mixed' | null;
+  /** Deepest ends with higher training error than shallowest; null with one depth. */
+  degradation: boolean | null;
+  /** Some runs of the group have not finished, so the numbers may still move. */
+  provisional: boolean;
+  text: string;
+}
+
+export interface CompareReport {
+  rows: CompareRow[];
+  verdicts: Verdict[];
+  notes: string[];
+}
+
+export function compareRuns(runs: RunRecord[]): CompareReport {
+  const groups = groupBy(
+    runs,
+    (r) => `${r.variant}|${r.shortcut}|${r.plannedIterations}|${r.depth}`,
+  );
+  const rows = [...groups.values()]
+    .map(toRow)
+    .sort(
+      (a, b) =>
+        variantOrder(a.variant) - variantOrder(b.variant) ||
+        a.shortcut.localeCompare(b.shortcut) ||
+        a.plannedIterations - b.plannedIterations ||
+        a.depth - b.depth,
+    );
+
+  const verdictGroups = groupBy(rows, (r) => `${r.variant}|${r.shortcut}|${r.plannedIterations}`);
+  const verdicts = [...verdictGroups.values()].map(toVerdict);
+
+  const notes = [
+    `final training error = mean train_error of the last ${FINAL_TRAIN_ROWS} logged rows ` +
+      `(a single mini-batch estimate is noisy); ± is the sample std over seeds.`,
+    `verdicts compare final training error across depths, as Fig. 6 does.`,
+  ];
+  if (rows.some((r) => (r.paper || r.reproduction) && r.plannedIterations !== PAPER_ITERATIONS)) {
+    notes.push(
+      `paper and reproduction figures are after ${formatIterations(PAPER_ITERATIONS)} ` +
+        `iterations; shorter schedules are not comparable with them.`,
+    );
+  }
+  if (rows.some((r) => r.paper && r.shortcut !== 'A')) {
+    notes.push('paper figures are for option-A shortcuts.');
+  }
+  return { rows, verdicts, notes };
+}
+
+function toRow(runs: RunRecord[]): CompareRow {
+  const first = runs[0];
+  const perRun = runs.map((r) => ({
+    train: finalTrainError(r.rows),
+    test: r.rows.length ? r.rows[r.rows.length - 1].testError : null,
+    best: r.rows.length ? Math.min(...r.rows.map((x) => x.testError)) : null,
+  }));
+  const ref = (f: PaperFigure | undefined): Reference | null =>
+    f
+      ? {
+          testError: f.testError,
+          mean: f.mean ?? null,
+          std: f.std ?? null,
+          source: f.source,
+        }
+      : null;
+  return {
+    label: `${first.variant}-${first.depth}${first.shortcut === 'B' ? '-B' : ''}`,
+    variant: first.variant,
+    depth: first.depth,
+    shortcut: first.shortcut,
+    plannedIterations: first.plannedIterations,
+    seeds: runs.map((r) => r.seed).sort((a, b) => a - b),
+    finishedSeeds: runs.filter((r) => r.finished).length,
+    params: first.params,
+    iterationsDone: Math.min(...runs.map((r) => r.rows.at(-1)?.iteration ?? 0)),
+    finalTrainError: stat(perRun.map((p) => p.train)),
+    finalTestError: stat(perRun.map((p) => p.test)),
+    bestTestError: stat(perRun.map((p) => p.best)),
+    paper: first.variant === 'resnet' ? ref(TABLE6_RESNET[first.depth]) : null,
+    reproduction: ref(REPRODUCTION[first.variant][first.depth]),
+  };
+}
+
+/** Mean train_error of the last FINAL_TRAIN_ROWS rows; null with no rows. */
+export function finalTrainError(rows: MetricsRow[]): number | null {
+  const tail = rows.slice(-FINAL_TRAIN_ROWS);
+  return tail.length ? tail.reduce((s, r) => s + r.trainError, 0) / tail.length : null;
+}
+
+function toVerdict(rows: CompareRow[]): Verdict {
+  const { variant, shortcut, plannedIterations } = rows[0];
+  const points = rows
+    .filter((r) => r.finalTrainError !== null)
+    .map((r) => ({ depth: r.depth, trainError: r.finalTrainError!.mean }));
+  const total = rows.reduce((s, r) => s + r.seeds.length, 0);
+  const unfinished = total - rows.reduce((s, r) => s + r.finishedSeeds, 0);
+  const provisional = unfinished > 0;
+
+  const who =
+    (shortcut === 'B' ? `${variant}-B` : variant) +
+    (plannedIterations !== PAPER_ITERATIONS ? ` (${formatIterations(plannedIterations)} it.)` : '');
+  // An unfinished deep net has had fewer iterations to get its training error down.
+  const least = Math.min(...rows.map((r) => r.iterationsDone));
+  const caveat = provisional
+    ? ` [provisional: ${unfinished} of ${total} runs unfinished, least progress ` +
+      `${formatIterations(least)}/${formatIterations(plannedIterations)}]`
+    : '';
+  if (points.length < 2) {
+    const have = points.length ? `only depth ${points[0].depth}` : 'no logged rows yet';
+    return {
+      variant,
+      shortcut,
+      plannedIterations,
+      points,
+      trend: null,
+      degradation: null,
+      provisional,
+      text: `${who}: ${have}; a verdict needs two depths`,
+    };
+  }
+
+  const steps = points.slice(1).map((p, i) => Math.sign(p.trainError - points[i].trainError));
+  const trend = steps.every((s) => s > 0) ? 'rises' : steps.every((s) => s < 0) ? 'falls' : 'mixed';
+  const degradation = points[points.length - 1].trainError > points[0].trainError;
+  const chain = points
+    .map((p, i) => {
+      const pct = `${p.depth}: ${p.trainError.toFixed(1)}%`;
+      if (i === 0) return pct;
+      const s = steps[i - 1];
+      return `${s > 0 ? '<' : s < 0 ? '>' : '='} ${pct}`;
+    })
+    .join(' ');
+  const outcome = degradation ? 'degradation' : 'no degradation';
+  const text =
+    trend === 'mixed'
+      ? `${who}: training error is not monotonic in depth (${chain}); ` +
+        `deepest vs shallowest: ${degradation ? 'higher' : 'not higher'} -> ${outcome}`
+      : `${who}: training error ${trend} with depth (${chain}) -> ${outcome}`;
+  return {
+    variant,
+    shortcut,
+    plannedIterations,
+    points,
+    trend,
+    degradation,
+    provisional,
+    text: text + caveat,
+  };
+}
+
+/** The terminal view of a report: an aligned table, the verdicts, the notes. */
+export function formatCompare(report: CompareReport): string {
+  if (report.rows.length === 0) return 'no runs found\n';
+  const header = [
+    'config',
+    'seeds',
+    'params',
+    'iter. done/planned',
+    'final train err %',
+    'final test err %',
+    'best test err %',
+    'paper T6',
+    'reproduction',
+  ];
+  const table: string[][] = [header];
+  const groupStarts = new Set<number>();
+  let lastGroup = '';
+  for (const r of report.rows) {
+    const group = `${r.variant}|${r.shortcut}|${r.plannedIterations}`;
+    if (group !== lastGroup && table.length > 1) groupStarts.add(table.length);
+    lastGroup = group;
+    const seeds =
+      r.finishedSeeds === r.seeds.length
+        ? `${r.seeds.length}`
+        : `${r.seeds.length} (${r.seeds.length - r.finishedSeeds} unfinished)`;
+    table.push([
+      r.label,
+      seeds,
+      `${(r.params / 1e6).toFixed(2)}M`,
+      `${formatIterations(r.iterationsDone)}/${formatIterations(r.plannedIterations)}`,
+      formatStat(r.finalTrainError),
+      formatStat(r.finalTestError),
+      formatStat(r.bestTestError),
+      r.paper ? r.paper.testError.toFixed(2) + (r.paper.mean !== null ? '*' : '') : '',
+      r.reproduction
+        ? formatStat({
+            mean: r.reproduction.testError,
+            std: r.reproduction.std,
+            n: 5,
+          })
+        : '',
+    ]);
+  }
+  const widths = header.map((_, c) => Math.max(...table.map((row) => row[c].length)));
+  const lines = table.map((row, i) => {
+    const line = row
+      .map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c])))
+      .join('  ')
+      .trimEnd();
+    return (groupStarts.has(i) ? '\n' : '') + line;
+  });
+  lines.splice(1, 0, widths.map((w) => '-'.repeat(w)).join('  '));
+
+  const out = [...lines, '', 'degradation (final training error vs depth):'];
+  for (const v of report.verdicts) out.push(`  ${v.text}`);
+  out.push('');
+  for (const n of report.notes) out.push(`note: ${n}`);
+  const starred = report.rows.find((r) => r.paper !== null && r.paper.mean !== null);
+  if (starred) out.push(`note: * ${starred.label}: ${starred.paper!.source}.`);
+  return out.join('\n') + '\n';
+}
+
+function formatStat(s: Stat | null): string {
+  if (!s) return '-';
+  return s.std === null ? s.mean.toFixed(2) : `${s.mean.toFixed(2)} ± ${s.std.toFixed(2)}`;
+}
+
+/** 64000 -> "64k", 32500 -> "32.5k", 500 -> "500". */
+export function formatIterations(n: number): string {
+  return n >= 1000 ? `${+(n / 1000).toFixed(1)}k` : `${n}`;
+}
+
+function stat(values: (number | null)[]): Stat | null {
+  const xs = values.filter((v): v is number => v !== null);
+  if (xs.length === 0) return null;
+  const mean = xs.reduce((s, x) => s + x, 0) / xs.length;
+  const std =
+    xs.length >= 2
+      ? Math.sqrt(xs.reduce((s, x) => s + (x - mean) ** 2, 0) / (xs.length - 1))
+      : null;
+  return { mean, std, n: xs.length };
+}
+
+function groupBy<T>(items: T[], key: (item: T) => string): Map<string, T[]> {
+  const map = new Map<string, T[]>();
+  for (const item of items) {
+    const k = key(item);
+    const list = map.get(k);
+    if (list) list.push(item);
+    else map.set(k, [item]);
+  }
+  return map;
+}
+
+function variantOrder(v: 'plain' | 'resnet'): number {
+  return v === 'plain' ? 0 : 1;
+}

@@ -1,0 +1,376 @@
+// `plot`: Fig. 6 of the paper from our runs. Error (%) against iterations, one panel
+// for plain nets and one for ResNets (and ResNet-110 vs 1202 when both exist);
+// training error thin dashed, test error bold, one colour per depth in every panel.
+// The figure is a vega-lite spec; vega renders it to SVG, resvg rasterizes that to PNG.
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { TopLevelSpec } from 'vega-lite';
+import type { RunRecord } from './runs';
+
+export interface PlotOptions {
+  /** Told which runs were left out of the figure, and why. */
+  warn?: (msg: string) => void;
+}
+
+/** One plotted point: mean over seeds of one series at one iteration. */
+interface Point {
+  label: string;
+  kind: 'training' | 'test';
+  iteration: number;
+  error: number;
+}
+
+interface Series {
+  variant: 'plain' | 'resnet';
+  depth: number;
+  shortcut: 'A' | 'B';
+  plannedIterations: number;
+  runs: RunRecord[];
+}
+
+interface Panel {
+  title: string;
+  series: Series[];
+  label: (s: Series) => string;
+}
+
+// The paper's colours are not legible in print; these are distinct, and a depth
+// keeps its colour across panels so ResNet-56 can be found next to plain-56.
+const DEPTH_COLOURS: Record<number, string> = {
+  20: '#ff7f0e',
+  32: '#1f77b4',
+  44: '#2ca02c',
+  56: '#d62728',
+  110: '#222222',
+  1202: '#9467bd',
+};
+const SPARE_COLOURS = ['#8c564b', '#e377c2', '#17becf', '#bcbd22', '#7f7f7f', '#aec7e8'];
+
+const PANEL_WIDTH = 380;
+const PANEL_HEIGHT = 280;
+/** The paper clips every panel to 0-20 %. */
+const PAPER_Y_MAX = 20;
+
+/**
+ * Writes `<outFile without extension>.svg` and `.png` and returns their paths.
+ * Several seeds of one configuration are drawn as their per-iteration mean.
+ */
+export async function plotFig6(
+  runs: RunRecord[],
+  outFile: string,
+  options: PlotOptions = {},
+): Promise<{ svg: string; png: string }> {
+  const warn = options.warn ?? ((msg: string) => process.stderr.write(`warning: ${msg}\n`));
+  const spec = buildFig6Spec(runs, warn);
+  // Loaded here, not at the top: vega is large and only this command needs it.
+  const vega = await import('vega');
+  const vl = await import('vega-lite');
+  const { Resvg } = await import('@resvg/resvg-js');
+
+  const view = new vega.View(vega.parse(vl.compile(spec).spec), {
+    renderer: 'none',
+  });
+  const svgText = await view.toSVG();
+  view.finalize();
+
+  const font = pickFont();
+  const png = new Resvg(svgText, {
+    fitTo: { mode: 'zoom', value: 2 }, // 2x: sharp on screens and in documents
+    background: 'white',
+    font: {
+      loadSystemFonts: true,
+      defaultFontFamily: font,
+      sansSerifFamily: font,
+    },
+  })
+    .render()
+    .asPng();
+
+  const parsed = path.parse(path.resolve(outFile));
+  const base = path.join(parsed.dir, parsed.ext ? parsed.name : parsed.base);
+  fs.mkdirSync(parsed.dir, { recursive: true });
+  const out = { svg: `${base}.svg`, png: `${base}.png` };
+  fs.writeFileSync(out.svg, svgText);
+  fs.writeFileSync(out.png, png);
+  return out;
+}
+
+/**
+ * One series per (variant, depth). Where one depth was run several ways, the figure
+ * shows the paper's: option-A shortcuts, then the longest schedule; mixing a 2k run
+ * into a 64k curve, in the same colour, would be misread.
+ */
+function pickSeries(runs: RunRecord[], warn: (msg: string) => void): Series[] {
+  const byDepth = new Map<string, RunRecord[]>();
+  for (const r of runs.filter((r) => r.rows.length > 0)) {
+    const key = `${r.variant}-${r.depth}`;
+    byDepth.set(key, [...(byDepth.get(key) ?? []), r]);
+  }
+  const series: Series[] = [];
+  for (const [key, group] of byDepth) {
+    const best = [...group].sort(
+      (a, b) =>
+        (a.shortcut === 'A' ? 0 : 1) - (b.shortcut === 'A' ? 0 : 1) ||
+        b.plannedIterations - a.plannedIterations,
+    )[0];
+    const chosen = group.filter(
+      (r) => r.shortcut === best.shortcut && r.plannedIterations === best.plannedIterations,
+    );
+    if (chosen.length < group.length) {
+      warn(
+        `plot: ${key}: drawing the ${best.plannedIterations}-iteration option-${best.shortcut} ` +
+          `runs, leaving out ${group.length - chosen.length} run(s) of another schedule/shortcut`,
+      );
+    }
+    series.push({
+      variant: best.variant,
+      depth: best.depth,
+      shortcut: best.shortcut,
+      plannedIterations: best.plannedIterations,
+      runs: chosen,
+    });
+  }
+  return series.sort((a, b) => a.variant.localeCompare(b.variant) || a.depth - b.depth);
+}
+
+/** The paper's layout: plain | ResNets (without 1202) | ResNet-110 vs 1202. */
+function panelsFor(series: Series[]): Panel[] {
+  const plain = series.filter((s) => s.variant === 'plain');
+  const resnet = series.filter((s) => s.variant === 'resnet');
+  const has = (d: number) => resnet.some((s) => s.depth === d);
+  const third = has(110) && has(1202);
+  const suffix = (s: Series) => (s.shortcut === 'B' ? ' (B)' : '');
+  const panels: Panel[] = [];
+  if (plain.length) {
+    panels.push({
+      title: 'plain networks',
+      series: plain,
+      label: (s) => `plain-${s.depth}`,
+    });
+  }
+  const middle = third ? resnet.filter((s) => s.depth !== 1202) : resnet;
+  if (middle.length) {
+    panels.push({
+      title: 'ResNets',
+      series: middle,
+      label: (s) => `ResNet-${s.depth}${suffix(s)}`,
+    });
+  }
+  if (third) {
+    panels.push({
+      title: 'ResNet-110 vs ResNet-1202',
+      series: resnet.filter((s) => s.depth === 110 || s.depth === 1202),
+      label: (s) => `${s.depth}-layer${suffix(s)}`,
+    });
+  }
+  return panels;
+}
+
+/** Per-iteration mean over the seeds that logged that iteration. */
+function meanCurve(runs: RunRecord[], pick: (r: RunRecord['rows'][number]) => number) {
+  const sums = new Map<number, { sum: number; n: number }>();
+  for (const run of runs) {
+    for (const row of run.rows) {
+      const acc = sums.get(row.iteration) ?? { sum: 0, n: 0 };
+      acc.sum += pick(row);
+      acc.n += 1;
+      sums.set(row.iteration, acc);
+    }
+  }
+  return [...sums.entries()]
+    .sort((a, b) => a[0] - b[0])
+    .map(([iteration, { sum, n }]) => ({ iteration, error: sum / n }));
+}
+
+function colourFor(depths: number[]): (depth: number) => string {
+  const spare = [...SPARE_COLOURS];
+  const map = new Map<number, string>();
+  for (const d of [...new Set(depths)].sort((a, b) => a - b)) {
+    map.set(d, DEPTH_COLOURS[d] ?? spare.shift() ?? '#999999');
+  }
+  return (d) => map.get(d)!;
+}
+
+/**
+ * 0-20 % as in the paper, which cuts off the start (every net begins near 90 %) and
+ * the noisy first learning-rate phase. Short or unfinished runs may never get
+ * below 20 %; then the range is widened to hold the second half of every curve.
+ */
+function yMax(curves: { error: number }[][]): number {
+  let max = 0;
+  for (const c of curves) {
+    for (const p of c.slice(Math.floor(c.length / 2))) max = Math.max(max, p.error);
+  }
+  if (max <= PAPER_Y_MAX) return PAPER_Y_MAX;
+  return Math.min(100, Math.ceil((max * 1.05) / 10) * 10);
+}
+
+/** The vega-lite spec of the figure (exported so tests can check the plotted data). */
+export function buildFig6Spec(
+  runs: RunRecord[],
+  warn: (msg: string) => void = () => {},
+): TopLevelSpec {
+  const series = pickSeries(runs, warn);
+  if (series.length === 0) throw new Error('plot: no runs with logged metrics to plot');
+  const panels = panelsFor(series);
+  const colour = colourFor(series.map((s) => s.depth));
+  const font = pickFont();
+
+  const points: (Point & { panel: string })[] = [];
+  const curves: { error: number }[][] = [];
+  for (const panel of panels) {
+    for (const s of panel.series) {
+      for (const kind of ['training', 'test'] as const) {
+        const curve = meanCurve(s.runs, (r) => (kind === 'training' ? r.trainError : r.testError));
+        curves.push(curve);
+        for (const p of curve)
+          points.push({
+            panel: panel.title,
+            label: panel.label(s),
+            kind,
+            ...p,
+          });
+      }
+    }
+  }
+  const top = yMax(curves);
+  const xMax = Math.max(...series.map((s) => s.plannedIterations));
+  // The paper labels iterations in units of 1e4; short runs read better in 1e3.
+  const unit = xMax >= 20000 ? 1e4 : 1e3;
+  // The paper's range keeps the upper right empty for the legend; a widened range
+  // puts curves there, so the legend moves out beside the panel.
+  const legendOrient = top > PAPER_Y_MAX ? 'right' : 'top-right';
+
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
+    title: {
+      text: 'CIFAR-10 training: plain vs residual networks (He et al. 2016, Fig. 6)',
+      subtitle:
+        'dashed: training error, bold: test error' +
+        (top > PAPER_Y_MAX ? '' : ' (y clipped to 0-20 % as in the paper)'),
+      anchor: 'start',
+      fontSize: 16,
+      subtitleFontSize: 13,
+      offset: 14,
+    },
+    background: 'white',
+    padding: 16,
+    data: { values: points },
+    hconcat: panels.map((panel) => ({
+      title: { text: panel.title, fontSize: 15 },
+      width: PANEL_WIDTH,
+      height: PANEL_HEIGHT,
+      transform: [{ filter: { field: 'panel', equal: panel.title } }],
+      mark: { type: 'line', clip: true, interpolate: 'linear' },
+      encoding: {
+        x: {
+          field: 'iteration',
+          type: 'quantitative',
+          scale: { domain: [0, xMax], nice: false },
+          axis: {
+            title: `iter. (${unit === 1e4 ? '1e4' : '1e3'})`,
+            tickCount: 7,
+            labelExpr: `format(datum.value / ${unit}, '~g')`,
+            grid: false,
+          },
+        },
+        y: {
+          field: 'error',
+          type: 'quantitative',
+          scale: { domain: [0, top], nice: false },
+          axis: {
+            title: 'error (%)',
+            tickCount: top <= 20 ? 4 : 5,
+            gridDash: [2, 3],
+            gridColor: '#d0d0d0',
+            // A grid line on the frame's edge would draw a dashed frame.
+            gridOpacity: {
+              condition: {
+                test: `datum.value <= 0 || datum.value >= ${top}`,
+                value: 0,
+              },
+              value: 1,
+            },
+          },
+        },
+        color: {
+          field: 'label',
+          type: 'nominal',
+          scale: {
+            domain: panel.series.map(panel.label),
+            range: panel.series.map((s) => colour(s.depth)),
+          },
+          legend: {
+            title: null,
+            orient: legendOrient,
+            fillColor: 'rgba(255,255,255,0.85)',
+            padding: 6,
+            symbolType: 'stroke',
+            symbolStrokeWidth: 3,
+            labelFontSize: 12,
+          },
+        },
+        strokeDash: {
+          field: 'kind',
+          type: 'nominal',
+          scale: {
+            domain: ['training', 'test'],
+            range: [
+              [5, 3],
+              [1, 0],
+            ],
+          },
+          legend: null,
+        },
+        strokeWidth: {
+          field: 'kind',
+          type: 'ordinal', // a size channel wants an ordered field
+          sort: ['training', 'test'],
+          scale: { domain: ['training', 'test'], range: [1.2, 2.6] },
+          legend: null,
+        },
+        // One line per (depth, kind): the dash encoding already splits by kind.
+        detail: { field: 'kind' },
+        order: { field: 'iteration', type: 'quantitative' },
+      },
+    })),
+    resolve: {
+      scale: { color: 'independent' },
+      legend: { color: 'independent' },
+    },
+    config: {
+      font,
+      view: { stroke: '#444' },
+      axis: {
+        labelFontSize: 12,
+        titleFontSize: 13,
+        titleFontWeight: 'normal',
+        domain: false,
+      },
+      concat: { spacing: 28 },
+    },
+  };
+}
+
+let fontCache: string | undefined;
+/**
+ * A font family resvg will find. Vega writes the family into the SVG, and text in
+ * a family resvg cannot resolve may not be drawn, so prefer one fc-list reports.
+ */
+function pickFont(): string {
+  if (fontCache) return fontCache;
+  const wanted = ['DejaVu Sans', 'Liberation Sans', 'Noto Sans', 'Arial', 'Helvetica'];
+  let installed = '';
+  try {
+    installed = execFileSync('fc-list', [':', 'family'], {
+      encoding: 'utf8',
+      timeout: 5000,
+    });
+  } catch {
+    // No fontconfig: keep the first choice; resvg also looks in the usual font folders.
+  }
+  const families = new Set(installed.split(/[\n,]/).map((f) => f.trim()));
+  fontCache = wanted.find((f) => families.has(f)) ?? wanted[0];
+  return fontCache;
+}

@@ -1,0 +1,247 @@
+// Reads the run directories the trainer writes, so `compare` and `plot` work on
+// plain records instead of files. A run may still be in progress (no summary.json,
+// a metrics.csv that is growing), and a results tree may hold debris; neither
+// should stop a report, so a bad run becomes one warning line and is skipped.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+/** One row of metrics.csv. Errors are in percent. */
+export interface MetricsRow {
+  iteration: number;
+  epoch: number;
+  lr: number;
+  /** Mean over the mini-batches since the previous row (the paper's dashed curves). */
+  trainLoss: number;
+  trainError: number;
+  testError: number;
+  /** null when the run has no validation split (empty cell). */
+  valError: number | null;
+  elapsedS: number;
+  imagesPerS: number;
+}
+
+export interface RunRecord {
+  /** Absolute path of the run directory. */
+  dir: string;
+  name: string;
+  variant: 'plain' | 'resnet';
+  depth: number;
+  shortcut: 'A' | 'B';
+  seed: number;
+  params: number;
+  /** recipe.iterations: the length of the schedule the run was started with. */
+  plannedIterations: number;
+  /** summary.json exists and says finished: true. */
+  finished: boolean;
+  rows: MetricsRow[];
+}
+
+// Column name in metrics.csv -> field of MetricsRow. Looked up by header name, so a
+// trainer that reorders or adds columns still parses.
+const COLUMNS = {
+  iteration: 'iteration',
+  epoch: 'epoch',
+  lr: 'lr',
+  trainLoss: 'train_loss',
+  trainError: 'train_error',
+  testError: 'test_error',
+  valError: 'val_error',
+  elapsedS: 'elapsed_s',
+  imagesPerS: 'images_per_s',
+} as const;
+
+/**
+ * Parses metrics.csv. Throws on a missing column, a non-numeric cell or iterations
+ * that do not increase. An incomplete last line (the trainer is writing it right
+ * now: fewer cells than the header and no final newline) is ignored, not an error;
+ * so is an empty file.
+ */
+export function parseMetricsCsv(text: string): MetricsRow[] {
+  // The trainer creates the file before it writes the header: a run with no rows yet.
+  if (text.trim() === '') return [];
+  const lines = text.split(/\r?\n/);
+  const endsWithNewline = /\n$/.test(text);
+  const header = (lines.shift() ?? '').split(',').map((h) => h.trim());
+  const index = new Map(header.map((h, i) => [h, i]));
+  for (const column of Object.values(COLUMNS)) {
+    if (!index.has(column)) throw new Error(`metrics.csv: no "${column}" column`);
+  }
+  let lastLine = lines.length - 1;
+  while (lastLine >= 0 && lines[lastLine].trim() === '') lastLine--;
+  const rows: MetricsRow[] = [];
+  for (let i = 0; i <= lastLine; i++) {
+    const line = lines[i].trim();
+    if (line === '') continue;
+    const cells = line.split(',');
+    if (i === lastLine && !endsWithNewline && cells.length < header.length) break;
+    const lineNo = i + 2; // 1-based, after the header
+    const cell = (column: string): string => (cells[index.get(column)!] ?? '').trim();
+    const num = (column: string): number => {
+      const s = cell(column);
+      const v = Number(s);
+      if (s === '' || !Number.isFinite(v)) {
+        throw new Error(`metrics.csv line ${lineNo}: ${column} is "${s}", not a number`);
+      }
+      return v;
+    };
+    const val = cell(COLUMNS.valError);
+    const row: MetricsRow = {
+      iteration: num(COLUMNS.iteration),
+      epoch: num(COLUMNS.epoch),
+      lr: num(COLUMNS.lr),
+      trainLoss: num(COLUMNS.trainLoss),
+      trainError: num(COLUMNS.trainError),
+      testError: num(COLUMNS.testError),
+      valError: val === '' ? null : num(COLUMNS.valError),
+      elapsedS: num(COLUMNS.elapsedS),
+      imagesPerS: num(COLUMNS.imagesPerS),
+    };
+    const prev = rows[rows.length - 1];
+    if (prev && row.iteration <= prev.iteration) {
+      throw new Error(
+        `metrics.csv line ${lineNo}: iteration ${row.iteration} after ${prev.iteration}`,
+      );
+    }
+    rows.push(row);
+  }
+  return rows;
+}
+
+/**
+ * Finds every run directory under resultsDir, at any depth, sorted by
+ * (variant, depth, shortcut, plannedIterations, seed). A directory is a run when it
+ * holds both config.json and metrics.csv; the scan does not descend into runs.
+ */
+export function loadRuns(
+  resultsDir: string,
+  warn: (msg: string) => void = (msg) => process.stderr.write(`warning: ${msg}\n`),
+): RunRecord[] {
+  const root = path.resolve(resultsDir);
+  if (!fs.existsSync(root) || !fs.statSync(root).isDirectory()) {
+    throw new Error(`no results in ${resultsDir}: run \`resnet-exp run ...\` first`);
+  }
+  const runs: RunRecord[] = [];
+  const seen = new Set<string>(); // real paths, so a symlink loop cannot recurse forever
+  const visit = (dir: string): void => {
+    let real: string;
+    let entries: fs.Dirent[];
+    try {
+      real = fs.realpathSync(dir);
+      entries = fs.readdirSync(dir, { withFileTypes: true });
+    } catch (e) {
+      warn(`${dir}: cannot read (${(e as Error).message})`);
+      return;
+    }
+    if (seen.has(real)) return;
+    seen.add(real);
+    const files = new Set(entries.filter((e) => e.isFile()).map((e) => e.name));
+    const hasConfig = files.has('config.json');
+    const hasMetrics = files.has('metrics.csv');
+    if (hasConfig && hasMetrics) {
+      try {
+        runs.push(readRun(dir, warn));
+      } catch (e) {
+        warn(`${path.relative(process.cwd(), dir) || dir}: skipped, ${(e as Error).message}`);
+      }
+      return;
+    }
+    // A run that has just started may have config.json and no metrics yet: say so,
+    // since the user may be wondering where it went.
+    if (hasConfig !== hasMetrics) {
+      const missing = hasConfig ? 'metrics.csv' : 'config.json';
+      warn(`${path.relative(process.cwd(), dir) || dir}: skipped, no ${missing}`);
+    }
+    for (const e of entries) {
+      if (e.name.startsWith('.') || e.name === 'node_modules') continue;
+      const child = path.join(dir, e.name);
+      if (e.isDirectory() || (e.isSymbolicLink() && isDir(child))) visit(child);
+    }
+  };
+  visit(root);
+  return runs.sort(
+    (a, b) =>
+      a.variant.localeCompare(b.variant) ||
+      a.depth - b.depth ||
+      a.shortcut.localeCompare(b.shortcut) ||
+      a.plannedIterations - b.plannedIterations ||
+      a.seed - b.seed,
+  );
+}
+
+function isDir(p: string): boolean {
+  try {
+    return fs.statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** Reads one run directory; throws with a short reason if it is malformed. */
+function readRun(dir: string, warn: (msg: string) => void): RunRecord {
+  let config: unknown;
+  try {
+    config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
+  } catch (e) {
+    throw new Error(`config.json is not valid JSON (${(e as Error).message})`);
+  }
+  if (!isObject(config)) throw new Error('config.json is not an object');
+  const recipe = isObject(config.recipe) ? config.recipe : {};
+
+  const variant = config.variant;
+  if (variant !== 'plain' && variant !== 'resnet') {
+    throw new Error(`config.json: variant ${JSON.stringify(variant)} is not plain|resnet`);
+  }
+  // Plain nets have no shortcut; a trainer may leave the field out for them.
+  const shortcut = config.shortcut ?? 'A';
+  if (shortcut !== 'A' && shortcut !== 'B') {
+    throw new Error(`config.json: shortcut ${JSON.stringify(shortcut)} is not A|B`);
+  }
+  const depth = positiveInt(config.depth, 'depth');
+  const seed = int(config.seed, 'seed');
+  const params = positiveInt(config.params, 'params');
+  const plannedIterations = positiveInt(recipe.iterations, 'recipe.iterations');
+  const name = typeof config.name === 'string' ? config.name : path.basename(dir);
+
+  const rows = parseMetricsCsv(fs.readFileSync(path.join(dir, 'metrics.csv'), 'utf8'));
+
+  let finished = false;
+  const summaryFile = path.join(dir, 'summary.json');
+  if (fs.existsSync(summaryFile)) {
+    try {
+      const summary: unknown = JSON.parse(fs.readFileSync(summaryFile, 'utf8'));
+      finished = isObject(summary) && summary.finished === true;
+    } catch {
+      // The metrics are still good; only the finished flag is in doubt.
+      warn(`${name}: summary.json is not valid JSON, treating the run as unfinished`);
+    }
+  }
+  return {
+    dir: path.resolve(dir),
+    name,
+    variant,
+    depth,
+    shortcut,
+    seed,
+    params,
+    plannedIterations,
+    finished,
+    rows,
+  };
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function int(v: unknown, field: string): number {
+  if (typeof v !== 'number' || !Number.isInteger(v)) {
+    throw new Error(`config.json: ${field} ${JSON.stringify(v)} is not an integer`);
+  }
+  return v;
+}
+
+function positiveInt(v: unknown, field: string): number {
+  const n = int(v, field);
+  if (n <= 0) throw new Error(`config.json: ${field} ${n} is not positive`);
+  return n;
+}
