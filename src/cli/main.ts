@@ -7,7 +7,7 @@ import { resolveDataDir } from '../data/cifar10';
 import { ENGINE_CHOICES } from '../engine/engine';
 import { parseEngineChoice } from '../engine/select';
 import { loadExperiment } from '../experiment/grid';
-import { runExperiment } from '../experiment/run';
+import { packageVersion, runExperiment } from '../experiment/run';
 import {
   checkNet,
   completeRecipe,
@@ -83,6 +83,7 @@ function addCommonRunOptions(cmd: Command): Command {
 export function buildProgram(): Command {
   const program = new Command('resnet-exp')
     .description('Reproduce the degradation experiment of He et al. 2016 (plain vs residual nets on CIFAR-10)')
+    .version(packageVersion())
     .showHelpAfterError('(run with --help for usage)');
 
   addCommonRunOptions(

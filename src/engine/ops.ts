@@ -5,8 +5,8 @@
 // and differentiate; an engine that registers the fused kernel named below for its backend
 // (see src/engine/native/) gets the fused kernel instead, with its own gradient.
 import * as tf from '@tensorflow/tfjs-core';
-// tfjs-core on its own knows no gradients; the union package would register them for us.
-import '@tensorflow/tfjs-core/dist/register_all_gradients';
+// tfjs-core's CommonJS build registers no gradients; the union package's build does.
+import '@tensorflow/tfjs';
 
 /**
  * Training-mode batch normalization over the N, H, W axes of an NHWC tensor, optionally

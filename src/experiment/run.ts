@@ -65,7 +65,7 @@ function prepareDir(dir: string): void {
   }
 }
 
-function packageVersion(): string {
+export function packageVersion(): string {
   const file = path.resolve(__dirname, '../../package.json');
   return (JSON.parse(fs.readFileSync(file, 'utf8')) as { version: string }).version;
 }

@@ -1,0 +1,228 @@
+// End to end, as a user runs it: the built CLI on small synthetic CIFAR-10 files.
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { before, describe, it } from 'node:test';
+import { ADDON_PATH } from '../src/engine/native/addon';
+import { summarize } from '../src/model/summary';
+import { cli, cliUntil, readCsv, tempDir, writeSyntheticCifar } from './helpers';
+
+const RECORDS = 64;
+const work = tempDir('resnet-exp-cli-');
+const data = path.join(work, 'data');
+const native = fs.existsSync(ADDON_PATH);
+const skip = native ? false : 'the native engine is not built (install libdnnl-dev, then npm run build:native)';
+
+/** A run small enough for seconds: depth 8, batch 16, 12 iterations, a row every 3. */
+const runArgs = (out: string, extra: string[] = []) => [
+  'run',
+  '--depth',
+  '8',
+  '--iterations',
+  '12',
+  '--eval-every',
+  '3',
+  '--batch',
+  '16',
+  '--data-dir',
+  data,
+  '--records-per-file',
+  String(RECORDS),
+  '--out',
+  out,
+  ...extra,
+];
+
+/** Columns that are measured, not computed: they differ between any two runs. */
+const TIMING = new Set(['elapsed_s', 'images_per_s']);
+function metricsWithoutTiming(file: string): string[][] {
+  const rows = readCsv(file);
+  const keep = rows[0].map((c, i) => (TIMING.has(c) ? -1 : i)).filter((i) => i >= 0);
+  return rows.map((r) => keep.map((i) => r[i]));
+}
+
+function oneLineError(r: { status: number | null; stderr: string }, pattern: RegExp): void {
+  assert.equal(r.status, 1, `exit code; stderr: ${r.stderr}`);
+  const lines = r.stderr.trim().split('\n');
+  assert.equal(lines.length, 1, `one line, got: ${r.stderr}`);
+  assert.match(lines[0], /^error: /);
+  assert.match(lines[0], pattern);
+}
+
+before(() => writeSyntheticCifar(data, RECORDS));
+
+describe('bad input: one line, non-zero exit', () => {
+  it('a depth that is not 6n+2', () => {
+    oneLineError(cli(['run', '--depth', '21', '--data-dir', data]), /depth must be 6n\+2.*got 21/);
+    oneLineError(cli(['summary', '--depth', '57']), /6n\+2/);
+  });
+  it('a missing data set says to run download', () => {
+    oneLineError(cli(['run', '--depth', '20', '--data-dir', path.join(work, 'nowhere'), '--out', path.join(work, 'r0')]), /resnet-exp download/);
+  });
+  it('a truncated data file names the file', () => {
+    const bad = path.join(work, 'truncated');
+    writeSyntheticCifar(bad, RECORDS);
+    const f = path.join(bad, 'data_batch_3.bin');
+    fs.truncateSync(f, fs.statSync(f).size - 100);
+    const r = cli(['run', '--depth', '8', '--data-dir', bad, '--records-per-file', String(RECORDS), '--out', path.join(work, 'r1')]);
+    oneLineError(r, /data_batch_3\.bin.*(truncated|3073)/);
+  });
+  it('the real-size check: 64-record files are not CIFAR-10', () => {
+    oneLineError(cli(['run', '--depth', '8', '--data-dir', data, '--out', path.join(work, 'r2')]), /data_batch_1\.bin/);
+  });
+  it('an output folder that cannot be written', () => {
+    const file = path.join(work, 'a-file');
+    fs.writeFileSync(file, 'x');
+    oneLineError(cli(runArgs(path.join(file, 'sub'))), /cannot write to/);
+  });
+  it('an unknown engine or a bad flag value', () => {
+    assert.notEqual(cli(['run', '--depth', '20', '--engine', 'gpu']).status, 0);
+    oneLineError(cli(['run', '--depth', '20', '--lr', 'fast', '--data-dir', data]), /--lr/);
+  });
+});
+
+describe('summary', () => {
+  it('prints the layer table, parameters and MACs', () => {
+    const r = cli(['summary', '--depth', '56']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /parameters: 853,018/);
+    assert.match(r.stdout, /forward MACs per image: 125,485,696/);
+    assert.equal(r.stdout.split('\n').filter((l) => l.startsWith('stage')).length, 54);
+  });
+});
+
+describe('a run, killed and resumed', { skip }, () => {
+  const straight = path.join(work, 'straight');
+  const dir = (out: string) => path.join(out, 'resnet-8-s1');
+
+  it('trains, writes a row per evaluation with a falling loss, and says when it is finished', () => {
+    const r = cli(runArgs(straight));
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /engine: native/);
+    const rows = readCsv(path.join(dir(straight), 'metrics.csv'));
+    assert.deepEqual(rows[0], ['iteration', 'epoch', 'lr', 'train_loss', 'train_error', 'test_error', 'val_error', 'elapsed_s', 'images_per_s']);
+    assert.deepEqual(
+      rows.slice(1).map((x) => x[0]),
+      ['3', '6', '9', '12'],
+    );
+    const losses = rows.slice(1).map((x) => Number(x[3]));
+    assert.ok(losses.every(Number.isFinite));
+    assert.ok(losses[3] < losses[0], `loss falls: ${losses}`);
+    for (const x of rows.slice(1)) {
+      assert.ok(Number(x[5]) >= 0 && Number(x[5]) <= 100, 'test error in percent');
+      assert.equal(x[6], '', 'no val_error without --val');
+    }
+    const summary = JSON.parse(fs.readFileSync(path.join(dir(straight), 'summary.json'), 'utf8'));
+    assert.equal(summary.finished, true);
+    assert.equal(summary.iterations, 12);
+    const config = JSON.parse(fs.readFileSync(path.join(dir(straight), 'config.json'), 'utf8'));
+    assert.equal(config.params, summarize({ depth: 8, plain: false, shortcut: 'A' }).params);
+    assert.equal(config.recipe.milestones.join(','), '6,9');
+    assert.equal(config.data.files.length, 6);
+
+    const again = cli(runArgs(straight));
+    assert.equal(again.status, 0);
+    assert.match(again.stderr, /already finished/);
+    assert.equal(readCsv(path.join(dir(straight), 'metrics.csv')).length, 5, 'no row added');
+  });
+
+  it('same seed, same engine: the same metrics', () => {
+    const twin = path.join(work, 'twin');
+    assert.equal(cli(runArgs(twin)).status, 0);
+    assert.deepEqual(metricsWithoutTiming(path.join(dir(twin), 'metrics.csv')), metricsWithoutTiming(path.join(dir(straight), 'metrics.csv')));
+    const other = path.join(work, 'other-seed');
+    assert.equal(cli(runArgs(other, ['--seed', '2'])).status, 0);
+    assert.notDeepEqual(metricsWithoutTiming(path.join(other, 'resnet-8-s2', 'metrics.csv')), metricsWithoutTiming(path.join(dir(straight), 'metrics.csv')));
+  });
+
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGKILL'] as const) {
+    it(`${signal} midway, then the same command: no row lost or duplicated, same figures`, async () => {
+      const out = path.join(work, `killed-${signal}`);
+      const p = cliUntil(runArgs(out), (o) => /iter 6\//.test(o));
+      await p.reached;
+      p.child.kill(signal);
+      const code = await p.exited;
+      if (signal === 'SIGTERM') assert.equal(code, 143, p.output());
+      if (signal === 'SIGINT') assert.equal(code, 130, p.output());
+      if (signal !== 'SIGKILL') assert.match(p.output(), /interrupted at iteration \d+; checkpoint saved/);
+      assert.ok(!fs.existsSync(path.join(dir(out), 'summary.json')));
+      const resumed = cli(runArgs(out));
+      assert.equal(resumed.status, 0, resumed.stderr);
+      assert.match(resumed.stderr, /resuming .* at iteration \d+/);
+      assert.deepEqual(metricsWithoutTiming(path.join(dir(out), 'metrics.csv')), metricsWithoutTiming(path.join(dir(straight), 'metrics.csv')));
+    });
+  }
+
+  it('a corrupt checkpoint is a one-line error and the CSV is kept', async () => {
+    const out = path.join(work, 'corrupt');
+    const p = cliUntil(runArgs(out), (o) => /iter 3\//.test(o));
+    await p.reached;
+    p.child.kill('SIGTERM');
+    await p.exited;
+    const csv = fs.readFileSync(path.join(dir(out), 'metrics.csv'), 'utf8');
+    const ckpt = path.join(dir(out), 'checkpoint.bin');
+    const bytes = fs.readFileSync(ckpt);
+    bytes[bytes.length - 10] ^= 0xff;
+    fs.writeFileSync(ckpt, bytes);
+    oneLineError(cli(runArgs(out)), /checkpoint .* unreadable.*--fresh/);
+    assert.equal(fs.readFileSync(path.join(dir(out), 'metrics.csv'), 'utf8'), csv);
+    const fresh = cli(runArgs(out, ['--fresh']));
+    assert.equal(fresh.status, 0, fresh.stderr);
+    assert.equal(readCsv(path.join(dir(out), 'metrics.csv')).length, 5);
+  });
+
+  it('resuming with other settings is refused', () => {
+    oneLineError(cli(runArgs(straight, ['--lr', '0.05'])), /other settings/);
+  });
+
+  it('a diverging run stops with a one-line error naming the iteration', () => {
+    const out = path.join(work, 'diverge');
+    const r = cli(runArgs(out, ['--lr', '1e30']));
+    oneLineError(r, /training loss is (NaN|Infinity|-Infinity) at iteration \d+/);
+    assert.ok(fs.existsSync(path.join(dir(out), 'metrics.csv')));
+    assert.ok(!fs.existsSync(path.join(dir(out), 'summary.json')));
+  });
+
+  it('--val holds out images and logs val_error', () => {
+    const out = path.join(work, 'val');
+    const r = cli(runArgs(out, ['--val', '32', '--iterations', '3']));
+    assert.equal(r.status, 0, r.stderr);
+    const rows = readCsv(path.join(dir(out), 'metrics.csv'));
+    assert.ok(Number.isFinite(Number(rows[1][6])) && rows[1][6] !== '');
+    assert.equal(JSON.parse(fs.readFileSync(path.join(dir(out), 'config.json'), 'utf8')).data.train, 5 * RECORDS - 32);
+  });
+
+  it('compare and plot work on the results', () => {
+    const plain = cli(runArgs(straight, ['--plain']));
+    assert.equal(plain.status, 0, plain.stderr);
+    const c = cli(['compare', '--results', straight]);
+    assert.equal(c.status, 0, c.stderr);
+    assert.match(c.stdout, /plain/);
+    assert.match(c.stdout, /resnet/);
+    const j = JSON.parse(cli(['compare', '--results', straight, '--json']).stdout);
+    assert.ok(JSON.stringify(j).includes('"depth":8'));
+    const plotOut = path.join(work, 'fig');
+    const pl = cli(['plot', '--results', straight, '--out', plotOut]);
+    assert.equal(pl.status, 0, pl.stderr);
+    assert.ok(fs.readFileSync(plotOut + '.svg', 'utf8').startsWith('<svg'));
+    assert.deepEqual([...fs.readFileSync(plotOut + '.png').subarray(1, 4)], [0x50, 0x4e, 0x47]);
+  });
+});
+
+describe('grid', { skip }, () => {
+  it('runs an experiment file, then skips what is finished', () => {
+    const exp = path.join(work, 'tiny.json');
+    fs.writeFileSync(
+      exp,
+      JSON.stringify({ description: 'tiny', out: 'tiny', recipe: { iterations: 4, evalEvery: 2, batch: 8 }, runs: [{ depth: 8, plain: true }, { depth: 8, seeds: [1, 2] }] }),
+    );
+    const out = path.join(work, 'grid');
+    const args = ['grid', exp, '--data-dir', data, '--records-per-file', String(RECORDS), '--out', out];
+    const r = cli(args);
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(fs.readdirSync(path.join(out, 'tiny')).sort(), ['plain-8-s1', 'resnet-8-s1', 'resnet-8-s2']);
+    const again = cli(args);
+    assert.equal(again.status, 0);
+    assert.equal((again.stderr.match(/already finished/g) ?? []).length, 3);
+  });
+});
