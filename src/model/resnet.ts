@@ -213,29 +213,35 @@ export class CifarNet {
   ): tf.Tensor4D {
     if (b.shortcut === 'identity') return x;
     if (b.shortcut === 'B') return unit(b.projection as ConvBn, x, false);
-    // Option A: keep every second pixel (the ones the stride-2 conv is centred on) and
-    // zero-pad the new channels, half before and half after the old ones.
-    // (tfjs has no gradient for stridedSlice: the subsampling is a reshape and a slice.)
-    const [batch, height, width, channels] = x.shape;
-    const pairs = tf.reshape(x, [batch, height / 2, 2, width / 2, 2 * channels]);
-    const sub = tf.reshape(tf.slice(pairs, [0, 0, 0, 0, 0], [batch, height / 2, 1, width / 2, channels]), [
-      batch,
-      height / 2,
-      width / 2,
-      channels,
-    ]) as tf.Tensor4D;
-    const extra = b.conv2.outChannels - channels;
-    const lo = Math.floor(extra / 2);
-    return tf.pad(sub, [
-      [0, 0],
-      [0, 0],
-      [0, 0],
-      [lo, extra - lo],
-    ]);
+    return shortcutA(x, b.conv2.outChannels);
   }
 
   dispose(): void {
     for (const v of this.params.values()) v.dispose();
     for (const v of this.runningStats.values()) v.dispose();
   }
+}
+
+/**
+ * Option A shortcut: keep every second pixel (the ones the stride-2 conv is centred on)
+ * and zero-pad the new channels, half before and half after the old ones. No parameters.
+ */
+export function shortcutA(x: tf.Tensor4D, outChannels: number): tf.Tensor4D {
+  // (tfjs has no gradient for stridedSlice: the subsampling is a reshape and a slice.)
+  const [batch, height, width, channels] = x.shape;
+  const pairs = tf.reshape(x, [batch, height / 2, 2, width / 2, 2 * channels]);
+  const sub = tf.reshape(tf.slice(pairs, [0, 0, 0, 0, 0], [batch, height / 2, 1, width / 2, channels]), [
+    batch,
+    height / 2,
+    width / 2,
+    channels,
+  ]) as tf.Tensor4D;
+  const extra = outChannels - channels;
+  const lo = Math.floor(extra / 2);
+  return tf.pad(sub, [
+    [0, 0],
+    [0, 0],
+    [0, 0],
+    [lo, extra - lo],
+  ]);
 }
