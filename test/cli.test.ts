@@ -44,9 +44,11 @@ function metricsWithoutTiming(file: string): string[][] {
 function oneLineError(r: { status: number | null; stderr: string }, pattern: RegExp): void {
   assert.equal(r.status, 1, `exit code; stderr: ${r.stderr}`);
   const lines = r.stderr.trim().split('\n');
-  assert.equal(lines.length, 1, `one line, got: ${r.stderr}`);
-  assert.match(lines[0], /^error: /);
-  assert.match(lines[0], pattern);
+  const errors = lines.filter((l) => l.startsWith('error: '));
+  assert.equal(errors.length, 1, `one error line, got: ${r.stderr}`);
+  assert.equal(lines[lines.length - 1], errors[0], 'the error is the last word');
+  assert.ok(!lines.some((l) => /^\s+at /.test(l)), `no stack trace: ${r.stderr}`);
+  assert.match(errors[0], pattern);
 }
 
 before(() => writeSyntheticCifar(data, RECORDS));

@@ -16,7 +16,17 @@ export function parseEngineChoice(value: string): EngineChoice {
 }
 
 function firstLine(e: unknown): string {
-  return String((e as Error)?.message ?? e).split('\n')[0];
+  return String((e as Error)?.message ?? e).split('\n')[0].trim();
+}
+
+/** tfjs-node missing (the usual case offline) or its libtensorflow binding not installed. */
+function tensorflowProblem(e: unknown): string {
+  const msg = firstLine(e);
+  if ((e as NodeJS.ErrnoException)?.code === 'MODULE_NOT_FOUND' && msg.includes("'@tensorflow/tfjs-node'")) {
+    return 'tfjs-node not installed';
+  }
+  if (msg.includes('tfjs_binding.node')) return 'tfjs-node installed without its libtensorflow binding';
+  return `tfjs-node failed to load: ${msg}`;
 }
 
 async function loadTensorflow(threads: number | undefined): Promise<Engine> {
@@ -64,19 +74,19 @@ export async function selectEngine(choice: EngineChoice, threads?: number): Prom
   if (choice === 'cpu') return explicit(loadCpu, 'cpu');
 
   const skipped: string[] = [];
-  for (const [label, load] of [
-    ['tfjs-node', () => loadTensorflow(threads)],
-    ['native', () => loadNative(threads)],
+  for (const [label, load, problem] of [
+    ['tfjs-node', () => loadTensorflow(threads), tensorflowProblem],
+    ['native', () => loadNative(threads), firstLine],
   ] as const) {
     try {
       const e = await load();
-      e.reason = skipped.length ? `auto: ${skipped.join('; ')}` : `auto: ${label} loads`;
+      e.reason = `auto: ${[...skipped, `${label} loads`].join('; ')}`;
       return e;
     } catch (err) {
-      skipped.push(`${label} unavailable (${firstLine(err)})`);
+      skipped.push(problem(err));
     }
   }
   const e = await loadCpu();
-  e.reason = `auto: ${skipped.join('; ')}; falling back to the pure-JavaScript cpu backend (minutes per step: tests only)`;
+  e.reason = `auto: ${skipped.join('; ')}; falling back to the pure-JavaScript cpu backend (minutes per training step: tests only)`;
   return e;
 }

@@ -52,8 +52,16 @@ export interface Summary {
 }
 
 /** The part of config.json that a resumed run must share with the run it continues. */
-function identity(cfg: { net: unknown; seed: unknown; recipe: unknown; data: { recordsPerFile: unknown; files: { name: string; sha256: string }[] } }) {
-  return JSON.stringify({ net: cfg.net, seed: cfg.seed, recipe: cfg.recipe, records: cfg.data.recordsPerFile });
+interface RunIdentity {
+  net: unknown;
+  seed: unknown;
+  recipe: unknown;
+  data: { recordsPerFile: unknown };
+}
+
+function identity(cfg: RunIdentity | RunSettings): string {
+  const records = 'data' in cfg ? cfg.data.recordsPerFile : cfg.recordsPerFile;
+  return JSON.stringify({ net: cfg.net, seed: cfg.seed, recipe: cfg.recipe, records });
 }
 
 function prepareDir(dir: string): void {
@@ -89,6 +97,15 @@ async function runLocked(s: RunSettings, dir: string, report: RunReporter, shoul
     summary: path.join(dir, 'summary.json'),
   };
   if (s.fresh) for (const f of Object.values(files)) fs.rmSync(f, { force: true });
+  const started = fs.existsSync(files.checkpoint) || fs.existsSync(files.summary);
+  if (started && fs.existsSync(files.config)) {
+    const old = JSON.parse(fs.readFileSync(files.config, 'utf8')) as RunIdentity;
+    if (identity(old) !== identity(s)) {
+      throw new SettingsError(
+        `${dir} was started with other settings (see its config.json); use the same flags to resume, --fresh to restart, or another --out`,
+      );
+    }
+  }
   if (fs.existsSync(files.summary)) {
     const sum = JSON.parse(fs.readFileSync(files.summary, 'utf8')) as Summary;
     report.log(
@@ -104,7 +121,7 @@ async function runLocked(s: RunSettings, dir: string, report: RunReporter, shoul
   const mean = pixelMean(train);
 
   const engine = await selectEngine(s.engine, s.threads);
-  report.log(`engine: ${engine.name} (${engine.version}, ${engine.threads || 'default'} threads) - ${engine.reason}`);
+  report.log(`engine: ${engine.name}, ${engine.version}, ${engine.threads || 'default'} threads (${engine.reason})`);
 
   const net = new CifarNet(s.net, s.seed);
   const schedule: ScheduleConfig = {
@@ -131,12 +148,6 @@ async function runLocked(s: RunSettings, dir: string, report: RunReporter, shoul
   let state = initialLoopState(schedule);
   try {
     if (fs.existsSync(files.checkpoint)) {
-      const old = JSON.parse(fs.readFileSync(files.config, 'utf8')) as typeof config;
-      if (identity(old) !== identity(config)) {
-        throw new SettingsError(
-          `${dir} was started with other settings (see its config.json); use the same flags to resume, --fresh to restart, or another --out`,
-        );
-      }
       state = restore(files.checkpoint, net, sgd);
       report.log(`resuming ${dir} at iteration ${state.iteration}`);
       writeFileAtomic(files.config, JSON.stringify({ ...config, resumed_engine: engine.name }, null, 2) + '\n');

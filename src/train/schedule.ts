@@ -21,8 +21,9 @@ export function defaultMilestones(iterations: number): number[] {
 /** Learning rate for the step with 0-based index `iteration`. */
 export function learningRate(cfg: ScheduleConfig, iteration: number, warmingUp: boolean): number {
   const drops = cfg.milestones.filter((m) => iteration >= m).length;
-  const scheduled = cfg.lr * 0.1 ** drops;
-  return warmingUp ? Math.min(scheduled, cfg.lr * 0.1) : scheduled;
+  // Divisions, not products with 0.1: 0.1 / 10 prints as 0.01, 0.1 * 0.1 as 0.010000000000000002.
+  const scheduled = cfg.lr / 10 ** drops;
+  return warmingUp ? Math.min(scheduled, cfg.lr / 10) : scheduled;
 }
 
 /**

@@ -1,0 +1,141 @@
+// npm run bench: training throughput of our engines beside PyTorch's, measured in the same
+// run on the same cores, interleaved round by round (this 2-core machine drifts +-20%),
+// plus the input pipeline's images/s. Not a test: it prints figures, it asserts nothing.
+//
+//   npm run bench [-- --rounds 3 --steps 10 --nets resnet-20,resnet-56]
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { TrainBatches } from '../src/data/batches';
+import { loadCifar10, pixelMean, type Cifar10Split } from '../src/data/cifar10';
+import { median } from './train-throughput';
+
+const ROOT = path.resolve(__dirname, '..');
+const TORCH_SCRIPT = path.resolve(ROOT, '../shared/bench/torch_cifar_resnet.py');
+const PYTHON = '/usr/bin/python3';
+const DATA = path.resolve(ROOT, '../shared/cifar-10-batches-bin');
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : fallback;
+}
+const rounds = Number(arg('rounds', '3'));
+const steps = arg('steps', '10');
+const threads = arg('threads', '2');
+const nets = arg('nets', 'plain-56,resnet-20,resnet-56,resnet-110').split(',');
+
+interface Measure {
+  img_s_median: number;
+  gflops?: number;
+  peak_rss_mib?: number;
+  tensors_flat?: boolean;
+}
+
+function jsonLine(stdout: string, key: string): Measure | undefined {
+  const line = stdout.split('\n').find((l) => l.includes(`"${key}"`));
+  return line ? (JSON.parse(line) as Measure) : undefined;
+}
+
+function ours(engine: string, net: string): Measure | string {
+  const [variant, depth] = net.split('-');
+  const args = ['--import', 'tsx', path.join(__dirname, 'train-throughput.ts'), '--engine', engine, '--depth', depth];
+  args.push('--steps', steps, '--threads', threads);
+  if (variant === 'plain') args.push('--plain');
+  const r = spawnSync(process.execPath, args, { cwd: ROOT, encoding: 'utf8' });
+  return jsonLine(r.stdout, 'img_s_median') ?? (r.stderr.trim().split('\n').pop() || `exit ${r.status}`);
+}
+
+function torch(net: string): Measure | string {
+  const [variant, depth] = net.split('-');
+  const argv = [TORCH_SCRIPT, '--depth', depth, '--channels-last', '--steps', steps, '--threads', threads, '--no-infer'];
+  if (variant === 'plain') argv.push('--plain');
+  // Run the reference script unchanged, then report the interpreter's own peak RSS.
+  const wrapper = [
+    'import json, resource, runpy, sys',
+    `sys.argv = ${JSON.stringify(argv)}`,
+    "runpy.run_path(sys.argv[0], run_name='__main__')",
+    "print(json.dumps({'peak_rss_kib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))",
+  ].join('\n');
+  const r = spawnSync(PYTHON, ['-c', wrapper], { encoding: 'utf8' });
+  const m = jsonLine(r.stdout, 'img_s_median');
+  const rss = jsonLine(r.stdout, 'peak_rss_kib') as unknown as { peak_rss_kib: number } | undefined;
+  if (!m) return r.stderr.trim().split('\n').pop() || `exit ${r.status}`;
+  return { ...m, peak_rss_mib: rss ? Math.round(rss.peak_rss_kib / 1024) : undefined };
+}
+
+function available(engine: string): boolean {
+  const probe = `require('./src/engine/select').selectEngine('${engine}').then(() => process.exit(0), () => process.exit(1))`;
+  return spawnSync(process.execPath, ['--import', 'tsx', '-e', probe], { cwd: ROOT }).status === 0;
+}
+
+function pipeline(): string {
+  let split: Cifar10Split;
+  let source: string;
+  if (fs.existsSync(path.join(DATA, 'data_batch_1.bin'))) {
+    split = loadCifar10(DATA).train;
+    source = 'CIFAR-10 training set';
+  } else {
+    const count = 10000;
+    split = { images: new Uint8Array(count * 3072).map((_, i) => (i * 7) & 255), labels: new Uint8Array(count), count };
+    source = 'synthetic images (CIFAR-10 not found at ../shared)';
+  }
+  const batches = new TrainBatches(split, pixelMean(split), 128, 1);
+  const t0 = performance.now();
+  const n = 400;
+  for (let i = 0; i < n; i++) batches.batch(i);
+  const ips = (n * 128) / ((performance.now() - t0) / 1000);
+  return `input pipeline (${source}): ${ips.toFixed(0)} images/s on one core, augmented batches of 128`;
+}
+
+function main(): void {
+  const haveTorch = fs.existsSync(TORCH_SCRIPT) && spawnSync(PYTHON, ['-c', 'import torch']).status === 0;
+  const engines = ['native', 'tensorflow'].filter(available);
+  console.log(`engines measured: ${engines.join(', ') || 'none'}; cpu (pure JavaScript) is not: ~300 s per step`);
+  console.log(haveTorch ? `reference: PyTorch (${TORCH_SCRIPT})` : 'reference: PyTorch not available (apt-get install python3-torch)');
+  console.log(`batch 128, ${threads} threads, ${steps} timed steps after warm-up, ${rounds} interleaved rounds; medians\n`);
+
+  const results: Record<string, Record<string, number[]>> = {};
+  const extra: Record<string, Measure> = {};
+  const failures: string[] = [];
+  for (let r = 0; r < rounds; r++) {
+    for (const net of nets) {
+      for (const side of [...engines, ...(haveTorch ? ['pytorch'] : [])]) {
+        const m = side === 'pytorch' ? torch(net) : ours(side, net);
+        if (typeof m === 'string') {
+          failures.push(`${side} ${net}: ${m}`);
+          continue;
+        }
+        ((results[net] ??= {})[side] ??= []).push(m.img_s_median);
+        extra[`${net}/${side}`] = m;
+        process.stderr.write(`round ${r + 1} ${net} ${side}: ${m.img_s_median} img/s\n`);
+      }
+    }
+  }
+
+  const header = ['net', ...engines.flatMap((e) => [`${e} img/s`, `${e} GFLOP/s`, `${e} peak RSS`])];
+  header.push('pytorch img/s', 'pytorch GFLOP/s', 'pytorch peak RSS');
+  if (haveTorch) header.push(...engines.map((e) => `${e}/pytorch`));
+  const rows = [header];
+  for (const net of nets) {
+    const res = results[net] ?? {};
+    const torchMed = res.pytorch ? median(res.pytorch) : NaN;
+    const row = [net];
+    for (const e of engines) {
+      const med = res[e] ? median(res[e]) : NaN;
+      const m = extra[`${net}/${e}`];
+      const gf = m?.gflops && m.img_s_median ? (m.gflops / m.img_s_median) * med : NaN;
+      row.push(med.toFixed(1), gf.toFixed(0), m ? `${m.peak_rss_mib} MiB${m.tensors_flat ? '' : ' (tensors grew!)'}` : '-');
+    }
+    const t = extra[`${net}/pytorch`] as (Measure & { train_gflops_median?: number }) | undefined;
+    const tgf = t?.train_gflops_median ? (t.train_gflops_median / t.img_s_median) * torchMed : NaN;
+    row.push(torchMed.toFixed(1), tgf.toFixed(0), t?.peak_rss_mib ? `${t.peak_rss_mib} MiB` : '-');
+    if (haveTorch) for (const e of engines) row.push(res[e] ? `${(median(res[e]) / torchMed).toFixed(2)}x` : '-');
+    rows.push(row);
+  }
+  const widths = header.map((_, c) => Math.max(...rows.map((r) => r[c].length)));
+  for (const r of rows) console.log(r.map((cell, c) => cell.padStart(widths[c])).join('  '));
+  console.log('\n' + pipeline());
+  if (failures.length) console.log(`\nfailed measurements:\n  ${[...new Set(failures)].join('\n  ')}`);
+}
+
+main();
