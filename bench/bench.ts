@@ -47,7 +47,17 @@ function ours(engine: string, net: string): Measure | string {
 
 function torch(net: string): Measure | string {
   const [variant, depth] = net.split('-');
-  const argv = [TORCH_SCRIPT, '--depth', depth, '--channels-last', '--steps', steps, '--threads', threads, '--no-infer'];
+  const argv = [
+    TORCH_SCRIPT,
+    '--depth',
+    depth,
+    '--channels-last',
+    '--steps',
+    steps,
+    '--threads',
+    threads,
+    '--no-infer',
+  ];
   if (variant === 'plain') argv.push('--plain');
   // Run the reference script unchanged, then report the interpreter's own peak RSS.
   const wrapper = [
@@ -91,8 +101,14 @@ function main(): void {
   const haveTorch = fs.existsSync(TORCH_SCRIPT) && spawnSync(PYTHON, ['-c', 'import torch']).status === 0;
   const engines = ['native', 'tensorflow'].filter(available);
   console.log(`engines measured: ${engines.join(', ') || 'none'}; cpu (pure JavaScript) is not: ~300 s per step`);
-  console.log(haveTorch ? `reference: PyTorch (${TORCH_SCRIPT})` : 'reference: PyTorch not available (apt-get install python3-torch)');
-  console.log(`batch 128, ${threads} threads, ${steps} timed steps after warm-up, ${rounds} interleaved rounds; medians\n`);
+  console.log(
+    haveTorch
+      ? `reference: PyTorch (${TORCH_SCRIPT})`
+      : 'reference: PyTorch not available (apt-get install python3-torch)',
+  );
+  console.log(
+    `batch 128, ${threads} threads, ${steps} timed steps after warm-up, ${rounds} interleaved rounds; medians\n`,
+  );
 
   const results: Record<string, Record<string, number[]>> = {};
   const extra: Record<string, Measure> = {};
@@ -124,7 +140,11 @@ function main(): void {
       const med = res[e] ? median(res[e]) : NaN;
       const m = extra[`${net}/${e}`];
       const gf = m?.gflops && m.img_s_median ? (m.gflops / m.img_s_median) * med : NaN;
-      row.push(med.toFixed(1), gf.toFixed(0), m ? `${m.peak_rss_mib} MiB${m.tensors_flat ? '' : ' (tensors grew!)'}` : '-');
+      row.push(
+        med.toFixed(1),
+        gf.toFixed(0),
+        m ? `${m.peak_rss_mib} MiB${m.tensors_flat ? '' : ' (tensors grew!)'}` : '-',
+      );
     }
     const t = extra[`${net}/pytorch`] as (Measure & { train_gflops_median?: number }) | undefined;
     const tgf = t?.train_gflops_median ? (t.train_gflops_median / t.img_s_median) * torchMed : NaN;

@@ -3,13 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomFillSync } from 'node:crypto';
 import { pixelMean, type Cifar10Split } from '../src/data/cifar10';
-import {
-  TrainBatches,
-  augmentationAt,
-  epochOf,
-  epochPermutation,
-  evalBatches,
-} from '../src/data/batches';
+import { TrainBatches, augmentationAt, epochOf, epochPermutation, evalBatches } from '../src/data/batches';
 
 const IMG = 3072;
 
@@ -48,13 +42,7 @@ function padded(split: Cifar10Split, mean: Float32Array, i: number): Float32Arra
 }
 
 /** Whether img is the 32x32 crop of pad at (dy, dx), mirrored left-right if flip. */
-function isCrop(
-  img: Float32Array,
-  pad: Float32Array,
-  dy: number,
-  dx: number,
-  flip: boolean,
-): boolean {
+function isCrop(img: Float32Array, pad: Float32Array, dy: number, dx: number, flip: boolean): boolean {
   for (let y = 0; y < 32; y++)
     for (let x = 0; x < 32; x++)
       for (let c = 0; c < 3; c++) {
@@ -140,10 +128,7 @@ test('a batch crossing the epoch boundary takes the tail of one permutation and 
     idx,
   );
   // Positions 90..104 straddle epochs 1 and 2; then back to epoch 0 works too (cache eviction).
-  assert.deepEqual(Array.from(tb.indices(6)), [
-    ...Array.from(p1.subarray(40)),
-    ...Array.from(p2.subarray(0, 5)),
-  ]);
+  assert.deepEqual(Array.from(tb.indices(6)), [...Array.from(p1.subarray(40)), ...Array.from(p2.subarray(0, 5))]);
   assert.deepEqual(Array.from(tb.indices(0)), Array.from(p0.subarray(0, 15)));
   assert.equal(tb.epochOf(10), 3);
   assert.equal(tb.epochOf(5), 1.5);
@@ -178,11 +163,7 @@ test('with augmentation every image is a zero-padded crop (offsets 0..8), maybe 
   let identityCrops = 0;
   for (let it = 0; it < 30; it++) {
     const { x, labels } = tb.batch(it);
-    assert.deepEqual(
-      labels,
-      plain.batch(it).labels,
-      'augmentation does not change which images or labels',
-    );
+    assert.deepEqual(labels, plain.batch(it).labels, 'augmentation does not change which images or labels');
     const idx = tb.indices(it);
     for (let b = 0; b < B; b++) {
       const got = image(x, b);
@@ -191,17 +172,10 @@ test('with augmentation every image is a zero-padded crop (offsets 0..8), maybe 
       const matches: string[] = [];
       for (let dy = 0; dy <= 8; dy++)
         for (let dx = 0; dx <= 8; dx++)
-          for (const flip of [false, true])
-            if (isCrop(got, pad, dy, dx, flip)) matches.push(`${dy},${dx},${flip}`);
-      assert.ok(
-        matches.length >= 1,
-        `iteration ${it} image ${b} is no crop/flip of image ${idx[b]}`,
-      );
+          for (const flip of [false, true]) if (isCrop(got, pad, dy, dx, flip)) matches.push(`${dy},${dx},${flip}`);
+      assert.ok(matches.length >= 1, `iteration ${it} image ${b} is no crop/flip of image ${idx[b]}`);
       const a = augmentationAt(seed, it * B + b);
-      assert.ok(
-        matches.includes(`${a.dy},${a.dx},${a.flip}`),
-        `expected ${JSON.stringify(a)}, matched ${matches}`,
-      );
+      assert.ok(matches.includes(`${a.dy},${a.dx},${a.flip}`), `expected ${JSON.stringify(a)}, matched ${matches}`);
       if (a.dy === 4 && a.dx === 4 && !a.flip) identityCrops++;
     }
   }
@@ -315,9 +289,7 @@ test('throughput of the input pipeline (printed, not asserted)', (t) => {
     const t0 = process.hrtime.bigint();
     for (let i = 20; i < 20 + n; i++) tb.batch(i);
     const s = Number(process.hrtime.bigint() - t0) / 1e9;
-    t.diagnostic(
-      `${augment ? 'augmented' : 'plain'} batches of 128: ${Math.round((n * 128) / s)} images/s (one core)`,
-    );
+    t.diagnostic(`${augment ? 'augmented' : 'plain'} batches of 128: ${Math.round((n * 128) / s)} images/s (one core)`);
   }
   let evalN = 0;
   const t0 = process.hrtime.bigint();

@@ -59,14 +59,27 @@ describe('bad input: one line, non-zero exit', () => {
     oneLineError(cli(['summary', '--depth', '57']), /6n\+2/);
   });
   it('a missing data set says to run download', () => {
-    oneLineError(cli(['run', '--depth', '20', '--data-dir', path.join(work, 'nowhere'), '--out', path.join(work, 'r0')]), /resnet-exp download/);
+    oneLineError(
+      cli(['run', '--depth', '20', '--data-dir', path.join(work, 'nowhere'), '--out', path.join(work, 'r0')]),
+      /resnet-exp download/,
+    );
   });
   it('a truncated data file names the file', () => {
     const bad = path.join(work, 'truncated');
     writeSyntheticCifar(bad, RECORDS);
     const f = path.join(bad, 'data_batch_3.bin');
     fs.truncateSync(f, fs.statSync(f).size - 100);
-    const r = cli(['run', '--depth', '8', '--data-dir', bad, '--records-per-file', String(RECORDS), '--out', path.join(work, 'r1')]);
+    const r = cli([
+      'run',
+      '--depth',
+      '8',
+      '--data-dir',
+      bad,
+      '--records-per-file',
+      String(RECORDS),
+      '--out',
+      path.join(work, 'r1'),
+    ]);
     oneLineError(r, /data_batch_3\.bin.*(truncated|3073)/);
   });
   it('the real-size check: 64-record files are not CIFAR-10', () => {
@@ -102,7 +115,17 @@ describe('a run, killed and resumed', { skip }, () => {
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stderr, /engine: native/);
     const rows = readCsv(path.join(dir(straight), 'metrics.csv'));
-    assert.deepEqual(rows[0], ['iteration', 'epoch', 'lr', 'train_loss', 'train_error', 'test_error', 'val_error', 'elapsed_s', 'images_per_s']);
+    assert.deepEqual(rows[0], [
+      'iteration',
+      'epoch',
+      'lr',
+      'train_loss',
+      'train_error',
+      'test_error',
+      'val_error',
+      'elapsed_s',
+      'images_per_s',
+    ]);
     assert.deepEqual(
       rows.slice(1).map((x) => x[0]),
       ['3', '6', '9', '12'],
@@ -131,10 +154,16 @@ describe('a run, killed and resumed', { skip }, () => {
   it('same seed, same engine: the same metrics', () => {
     const twin = path.join(work, 'twin');
     assert.equal(cli(runArgs(twin)).status, 0);
-    assert.deepEqual(metricsWithoutTiming(path.join(dir(twin), 'metrics.csv')), metricsWithoutTiming(path.join(dir(straight), 'metrics.csv')));
+    assert.deepEqual(
+      metricsWithoutTiming(path.join(dir(twin), 'metrics.csv')),
+      metricsWithoutTiming(path.join(dir(straight), 'metrics.csv')),
+    );
     const other = path.join(work, 'other-seed');
     assert.equal(cli(runArgs(other, ['--seed', '2'])).status, 0);
-    assert.notDeepEqual(metricsWithoutTiming(path.join(other, 'resnet-8-s2', 'metrics.csv')), metricsWithoutTiming(path.join(dir(straight), 'metrics.csv')));
+    assert.notDeepEqual(
+      metricsWithoutTiming(path.join(other, 'resnet-8-s2', 'metrics.csv')),
+      metricsWithoutTiming(path.join(dir(straight), 'metrics.csv')),
+    );
   });
 
   for (const signal of ['SIGTERM', 'SIGINT', 'SIGKILL'] as const) {
@@ -151,7 +180,10 @@ describe('a run, killed and resumed', { skip }, () => {
       const resumed = cli(runArgs(out));
       assert.equal(resumed.status, 0, resumed.stderr);
       assert.match(resumed.stderr, /resuming .* at iteration \d+/);
-      assert.deepEqual(metricsWithoutTiming(path.join(dir(out), 'metrics.csv')), metricsWithoutTiming(path.join(dir(straight), 'metrics.csv')));
+      assert.deepEqual(
+        metricsWithoutTiming(path.join(dir(out), 'metrics.csv')),
+        metricsWithoutTiming(path.join(dir(straight), 'metrics.csv')),
+      );
     });
   }
 
@@ -216,7 +248,15 @@ describe('grid', { skip }, () => {
     const exp = path.join(work, 'tiny.json');
     fs.writeFileSync(
       exp,
-      JSON.stringify({ description: 'tiny', out: 'tiny', recipe: { iterations: 4, evalEvery: 2, batch: 8 }, runs: [{ depth: 8, plain: true }, { depth: 8, seeds: [1, 2] }] }),
+      JSON.stringify({
+        description: 'tiny',
+        out: 'tiny',
+        recipe: { iterations: 4, evalEvery: 2, batch: 8 },
+        runs: [
+          { depth: 8, plain: true },
+          { depth: 8, seeds: [1, 2] },
+        ],
+      }),
     );
     const out = path.join(work, 'grid');
     const args = ['grid', exp, '--data-dir', data, '--records-per-file', String(RECORDS), '--out', out];

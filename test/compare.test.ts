@@ -8,8 +8,7 @@ import { after, describe, it } from 'node:test';
 import { compareRuns, formatCompare } from '../src/report/compare';
 import { loadRuns, parseMetricsCsv, type RunRecord } from '../src/report/runs';
 
-const HEADER =
-  'iteration,epoch,lr,train_loss,train_error,test_error,val_error,elapsed_s,images_per_s';
+const HEADER = 'iteration,epoch,lr,train_loss,train_error,test_error,val_error,elapsed_s,images_per_s';
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'resnet-exp-compare-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
@@ -169,8 +168,7 @@ describe('loadRuns', () => {
     assert.throws(
       () => loadRuns(missing),
       (e: Error) =>
-        e.message === `no results in ${missing}: run \`resnet-exp run ...\` first` &&
-        !e.message.includes('\n'),
+        e.message === `no results in ${missing}: run \`resnet-exp run ...\` first` && !e.message.includes('\n'),
     );
   });
 });
@@ -196,16 +194,11 @@ describe('compareRuns', () => {
     close(row.finalTestError?.std, 1.5);
     // best test: 7, 9, 10 -> mean 26/3
     close(row.bestTestError?.mean, 26 / 3);
-    close(
-      row.bestTestError?.std,
-      Math.sqrt(((7 - 26 / 3) ** 2 + (9 - 26 / 3) ** 2 + (10 - 26 / 3) ** 2) / 2),
-    );
+    close(row.bestTestError?.std, Math.sqrt(((7 - 26 / 3) ** 2 + (9 - 26 / 3) ** 2 + (10 - 26 / 3) ** 2) / 2));
   });
 
   it('uses all rows when fewer than three, and no std for one seed', () => {
-    const report = compareRuns(
-      runsIn('one', [{ variant: 'plain', depth: 20, seed: 1, train: [30, 20] }]),
-    );
+    const report = compareRuns(runsIn('one', [{ variant: 'plain', depth: 20, seed: 1, train: [30, 20] }]));
     close(report.rows[0].finalTrainError?.mean, 25);
     assert.equal(report.rows[0].finalTrainError?.std, null);
     const text = formatCompare(report);

@@ -37,8 +37,7 @@ function makeBatch(first: number, n: number): Buffer {
     const o = r * REC;
     buf[o] = labelOf(g);
     for (let c = 0; c < 3; c++)
-      for (let y = 0; y < 32; y++)
-        for (let x = 0; x < 32; x++) buf[o + 1 + c * 1024 + y * 32 + x] = pixel(g, y, x, c);
+      for (let y = 0; y < 32; y++) for (let x = 0; x < 32; x++) buf[o + 1 + c * 1024 + y * 32 + x] = pixel(g, y, x, c);
   }
   return buf;
 }
@@ -54,9 +53,7 @@ function tmpDir(): string {
 /** A data dir with the 6 files; train records are 0..99, test records 1000..1019. */
 function makeDataDir(): string {
   const dir = tmpDir();
-  TRAIN_FILES.forEach((name, i) =>
-    fs.writeFileSync(path.join(dir, name), makeBatch(i * PER_FILE, PER_FILE)),
-  );
+  TRAIN_FILES.forEach((name, i) => fs.writeFileSync(path.join(dir, name), makeBatch(i * PER_FILE, PER_FILE)));
   fs.writeFileSync(path.join(dir, TEST_FILE), makeBatch(1000, PER_FILE));
   return dir;
 }
@@ -151,7 +148,10 @@ test('a label outside 0..9 names the record index and value', () => {
   // 10 is already out of range; 9 is the largest valid label.
   buf[7 * REC] = 10;
   fs.writeFileSync(file, buf);
-  assert.match(dataErrorOf(() => readBatchFile(file)), /record 7 has label 10/);
+  assert.match(
+    dataErrorOf(() => readBatchFile(file)),
+    /record 7 has label 10/,
+  );
   buf[7 * REC] = 9;
   fs.writeFileSync(file, buf);
   assert.equal(readBatchFile(file).labels[7], 9);
@@ -233,10 +233,7 @@ test('pixelMean is the exact per-pixel mean over the images', () => {
     m1.reduce((a, b) => a + b, 0),
     200,
   );
-  assert.throws(
-    () => pixelMean({ images: new Uint8Array(0), labels: new Uint8Array(0), count: 0 }),
-    DataError,
-  );
+  assert.throws(() => pixelMean({ images: new Uint8Array(0), labels: new Uint8Array(0), count: 0 }), DataError);
 });
 
 test('resolveDataDir: flag, else CIFAR10_DIR, else ./data/cifar-10-batches-bin', () => {
@@ -283,14 +280,10 @@ test(
       [31, 30, 2],
       [16, 2, 0],
     ]) {
-      assert.equal(
-        train.images[(10000 + r) * 3072 + (y * 32 + x) * 3 + c],
-        raw[r * 3073 + 1 + c * 1024 + y * 32 + x],
-      );
+      assert.equal(train.images[(10000 + r) * 3072 + (y * 32 + x) * 3 + c], raw[r * 3073 + 1 + c * 1024 + y * 32 + x]);
     }
     const mean = pixelMean(holdOut(train, 5000).train);
     // Plausible natural-image means (roughly 110..140 per channel value).
-    for (let j = 0; j < 3072; j++)
-      assert.ok(mean[j] > 90 && mean[j] < 160, `mean[${j}] = ${mean[j]}`);
+    for (let j = 0; j < 3072; j++) assert.ok(mean[j] > 90 && mean[j] < 160, `mean[${j}] = ${mean[j]}`);
   },
 );

@@ -36,9 +36,7 @@ async function makeArchive(dir: string, top: string | null): Promise<Buffer> {
   const src = path.join(root, `src-${top ?? 'flat'}`);
   const files = path.join(src, top ?? '');
   fs.mkdirSync(files, { recursive: true });
-  TRAIN_FILES.forEach((name, i) =>
-    fs.writeFileSync(path.join(files, name), batchFile(i * PER_FILE)),
-  );
+  TRAIN_FILES.forEach((name, i) => fs.writeFileSync(path.join(files, name), batchFile(i * PER_FILE)));
   fs.writeFileSync(path.join(files, TEST_FILE), batchFile(100));
   fs.writeFileSync(path.join(files, 'batches.meta.txt'), 'airplane\nautomobile\n');
   const out = path.join(dir, `${top ?? 'flat'}.tar.gz`);
@@ -87,10 +85,7 @@ async function dataErrorOf(p: Promise<unknown>): Promise<string> {
     await p;
   } catch (err) {
     assert.ok(err instanceof DataError, `expected a DataError, got ${String(err)}`);
-    assert.ok(
-      !err.message.includes('\n'),
-      `message is not one line: ${JSON.stringify(err.message)}`,
-    );
+    assert.ok(!err.message.includes('\n'), `message is not one line: ${JSON.stringify(err.message)}`);
     return err.message;
   }
   assert.fail('expected a DataError, the download succeeded');
@@ -125,15 +120,8 @@ test('a good archive is downloaded, checked, extracted to dataDir, and the temp 
     log: (l: string) => lines.push(l),
   };
   await downloadCifar10(dataDir, opts);
-  assert.deepEqual(
-    fs.readdirSync(parent),
-    ['cifar-10-batches-bin'],
-    'only dataDir, no temp archive or extract dir',
-  );
-  assert.deepEqual(
-    fs.readdirSync(dataDir).sort(),
-    [...TRAIN_FILES, TEST_FILE, 'batches.meta.txt'].sort(),
-  );
+  assert.deepEqual(fs.readdirSync(parent), ['cifar-10-batches-bin'], 'only dataDir, no temp archive or extract dir');
+  assert.deepEqual(fs.readdirSync(dataDir).sort(), [...TRAIN_FILES, TEST_FILE, 'batches.meta.txt'].sort());
   const { train, test: testSplit } = loadCifar10(dataDir, { recordsPerFile: PER_FILE });
   assert.equal(train.count, 5 * PER_FILE);
   assert.equal(train.labels[5], 5);
@@ -195,9 +183,7 @@ test('an unreachable URL gives the one-line error saying where to put the files'
   assert.ok(msg.startsWith(`could not download ${url} (`), msg);
   assert.match(msg, /ECONNREFUSED/);
   assert.ok(
-    msg.includes(
-      `put the CIFAR-10 binary files (data_batch_1.bin ... test_batch.bin) in ${dataDir} by hand`,
-    ),
+    msg.includes(`put the CIFAR-10 binary files (data_batch_1.bin ... test_batch.bin) in ${dataDir} by hand`),
     msg,
   );
   assert.match(msg, /--data-dir$/);
@@ -210,19 +196,12 @@ test('an unreachable URL gives the one-line error saying where to put the files'
 
 test('HTTP errors and a connection dropped mid-transfer are network errors too', async () => {
   const a = fresh();
-  const msg = await dataErrorOf(
-    downloadCifar10(a.dataDir, { ...quiet, url: `${base}/missing.tar.gz` }),
-  );
-  assert.match(
-    msg,
-    /^could not download .*missing\.tar\.gz \(HTTP 404 Not Found\); put the CIFAR-10/,
-  );
+  const msg = await dataErrorOf(downloadCifar10(a.dataDir, { ...quiet, url: `${base}/missing.tar.gz` }));
+  assert.match(msg, /^could not download .*missing\.tar\.gz \(HTTP 404 Not Found\); put the CIFAR-10/);
   assertNothingLeft(a.parent);
 
   const b = fresh();
-  const msg2 = await dataErrorOf(
-    downloadCifar10(b.dataDir, { ...quiet, url: `${base}/cut.tar.gz`, md5: goodMd5 }),
-  );
+  const msg2 = await dataErrorOf(downloadCifar10(b.dataDir, { ...quiet, url: `${base}/cut.tar.gz`, md5: goodMd5 }));
   assert.match(msg2, /^could not download .*cut\.tar\.gz \(.+\); put the CIFAR-10 binary files/);
   assertNothingLeft(b.parent);
 });
@@ -251,9 +230,7 @@ test('a fetch that throws (e.g. DNS failure) is reported with its cause', async 
   };
   const msg = await dataErrorOf(downloadCifar10(dataDir, { ...quiet, fetchImpl: failing }));
   assert.ok(
-    msg.startsWith(
-      'could not download https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz (getaddrinfo ENOTFOUND',
-    ),
+    msg.startsWith('could not download https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz (getaddrinfo ENOTFOUND'),
     msg,
   );
   assertNothingLeft(parent);

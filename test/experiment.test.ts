@@ -5,12 +5,7 @@ import { describe, it } from 'node:test';
 import { CheckpointError, readCheckpoint, writeCheckpoint } from '../src/experiment/checkpoint';
 import { lockRun, LockError } from '../src/experiment/files';
 import { loadExperiment, listExperiments } from '../src/experiment/grid';
-import {
-  appendMetricsRow,
-  createMetrics,
-  CSV_HEADER,
-  truncateMetrics,
-} from '../src/experiment/metrics-csv';
+import { appendMetricsRow, createMetrics, CSV_HEADER, truncateMetrics } from '../src/experiment/metrics-csv';
 import type { Row } from '../src/train/trainer';
 import { tempDir } from './helpers';
 
@@ -68,11 +63,7 @@ describe('checkpoint', () => {
     assert.deepEqual(back.meta, { state: { iteration: 42 } });
     assert.deepEqual([...(back.tensors.get('a')?.data ?? [])], [1, 2, 3, 4, 5, 6]);
     assert.deepEqual(back.tensors.get('b')?.shape, [1]);
-    assert.deepEqual(
-      fs.readdirSync(path.dirname(file)),
-      ['checkpoint.bin'],
-      'no temp file left behind',
-    );
+    assert.deepEqual(fs.readdirSync(path.dirname(file)), ['checkpoint.bin'], 'no temp file left behind');
   });
 
   it('detects a truncated, damaged or foreign file with a one-line error', () => {
@@ -82,13 +73,7 @@ describe('checkpoint', () => {
     const good = fs.readFileSync(file);
     const cases: [string, Buffer][] = [
       ['truncated', good.subarray(0, good.length - 3)],
-      [
-        'flipped',
-        Buffer.concat([
-          good.subarray(0, good.length - 1),
-          Buffer.from([good[good.length - 1] ^ 1]),
-        ]),
-      ],
+      ['flipped', Buffer.concat([good.subarray(0, good.length - 1), Buffer.from([good[good.length - 1] ^ 1])])],
       ['foreign', Buffer.from('hello world, not a checkpoint')],
       ['empty', Buffer.alloc(0)],
     ];
@@ -96,10 +81,7 @@ describe('checkpoint', () => {
       fs.writeFileSync(file, bytes);
       assert.throws(
         () => readCheckpoint(file),
-        (e: Error) =>
-          e instanceof CheckpointError &&
-          !e.message.includes('\n') &&
-          e.message.includes('--fresh'),
+        (e: Error) => e instanceof CheckpointError && !e.message.includes('\n') && e.message.includes('--fresh'),
         what,
       );
     }

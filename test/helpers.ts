@@ -23,7 +23,14 @@ export function writeSyntheticCifar(dir: string, records: number, seed = 1): voi
     s = (s * 1664525 + 1013904223) >>> 0;
     return s / 2 ** 32;
   };
-  const files = ['data_batch_1.bin', 'data_batch_2.bin', 'data_batch_3.bin', 'data_batch_4.bin', 'data_batch_5.bin', 'test_batch.bin'];
+  const files = [
+    'data_batch_1.bin',
+    'data_batch_2.bin',
+    'data_batch_3.bin',
+    'data_batch_4.bin',
+    'data_batch_5.bin',
+    'test_batch.bin',
+  ];
   for (const f of files) {
     const buf = Buffer.alloc(records * 3073);
     for (let r = 0; r < records; r++) {
@@ -41,7 +48,10 @@ export function writeSyntheticCifar(dir: string, records: number, seed = 1): voi
     }
     fs.writeFileSync(path.join(dir, f), buf);
   }
-  fs.writeFileSync(path.join(dir, 'batches.meta.txt'), 'airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n');
+  fs.writeFileSync(
+    path.join(dir, 'batches.meta.txt'),
+    'airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n',
+  );
 }
 
 export function cli(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): SpawnSyncReturns<string> {

@@ -14,8 +14,7 @@ describe('architecture', () => {
   it('accepts only depths 6n+2', () => {
     assert.equal(blocksPerStage(20), 3);
     assert.equal(blocksPerStage(1202), 200);
-    for (const bad of [0, 2, 19, 21, 51, 20.5, -4])
-      assert.throws(() => blocksPerStage(bad), DepthError);
+    for (const bad of [0, 2, 19, 21, 51, 20.5, -4]) assert.throws(() => blocksPerStage(bad), DepthError);
   });
 
   it('has the parameter counts of Table 6 (with BN scale and shift), plain nets the same', () => {
@@ -28,16 +27,8 @@ describe('architecture', () => {
       1202: 19421274,
     };
     for (const [depth, params] of Object.entries(expected)) {
-      assert.equal(
-        summarize({ depth: Number(depth), plain: false, shortcut: 'A' }).params,
-        params,
-        `resnet-${depth}`,
-      );
-      assert.equal(
-        summarize({ depth: Number(depth), plain: true, shortcut: 'A' }).params,
-        params,
-        `plain-${depth}`,
-      );
+      assert.equal(summarize({ depth: Number(depth), plain: false, shortcut: 'A' }).params, params, `resnet-${depth}`);
+      assert.equal(summarize({ depth: Number(depth), plain: true, shortcut: 'A' }).params, params, `plain-${depth}`);
     }
   });
 
@@ -90,9 +81,7 @@ describe('network', () => {
     const a = new CifarNet({ depth: 8, plain: false, shortcut: 'A' }, 5);
     const b = new CifarNet({ depth: 8, plain: false, shortcut: 'A' }, 5);
     const c = new CifarNet({ depth: 8, plain: false, shortcut: 'A' }, 6);
-    const w = (n: CifarNet) => [
-      ...(n.params.get('stage2/block1/conv1/w') as tf.Variable).dataSync(),
-    ];
+    const w = (n: CifarNet) => [...(n.params.get('stage2/block1/conv1/w') as tf.Variable).dataSync()];
     assert.deepEqual(w(a), w(b));
     assert.notDeepEqual(w(a), w(c));
     [a, b, c].forEach((n) => n.dispose());

@@ -99,18 +99,8 @@ describe('plotFig6', () => {
       return `${label} ${kind}`;
     });
     const labels = ['plain-20', 'plain-56', 'ResNet-20', 'ResNet-56', 'ResNet-110'];
-    assert.deepEqual(
-      [...seen].sort(),
-      labels.flatMap((l) => [`${l} test`, `${l} training`]).sort(),
-    );
-    for (const title of [
-      'plain networks',
-      'ResNets',
-      'plain-56',
-      'ResNet-110',
-      'iter.',
-      'error (%)',
-    ]) {
+    assert.deepEqual([...seen].sort(), labels.flatMap((l) => [`${l} test`, `${l} training`]).sort());
+    for (const title of ['plain networks', 'ResNets', 'plain-56', 'ResNet-110', 'iter.', 'error (%)']) {
       assert.ok(svg.includes(`>${title}`), `SVG shows "${title}"`);
     }
     assert.ok(!svg.includes('ResNet-110 vs'), 'no third panel without ResNet-1202');
@@ -122,11 +112,7 @@ describe('plotFig6', () => {
   });
 
   it('adds the ResNet-110 vs 1202 panel only when both exist, and drops absent panels', async () => {
-    const runs = [
-      fakeRun('resnet', 110, 1, 1),
-      fakeRun('resnet', 1202, 1, 0.5),
-      fakeRun('resnet', 20, 1, 4),
-    ];
+    const runs = [fakeRun('resnet', 110, 1, 1), fakeRun('resnet', 1202, 1, 0.5), fakeRun('resnet', 20, 1, 4)];
     const out = await plotFig6(runs, path.join(tmp, 'three'));
     assert.equal(out.svg, path.join(tmp, 'three.svg'));
     const svg = fs.readFileSync(out.svg, 'utf8');
@@ -165,10 +151,7 @@ describe('buildFig6Spec', () => {
 
   it('draws one schedule per depth, preferring the longest, and says what it left out', () => {
     const warnings: string[] = [];
-    const runs = [
-      fakeRun('resnet', 20, 1, 4),
-      fakeRun('resnet', 20, 2, 30, { iterations: 2000, every: 100 }),
-    ];
+    const runs = [fakeRun('resnet', 20, 1, 4), fakeRun('resnet', 20, 2, 30, { iterations: 2000, every: 100 })];
     const data = specData(buildFig6Spec(runs, (m) => warnings.push(m)));
     assert.equal(Math.max(...data.map((d) => d.iteration)), 64000);
     assert.ok(!data.some((d) => d.iteration % 1000 !== 0), 'no points from the 2k run');

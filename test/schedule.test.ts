@@ -1,13 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { completeRecipe, PAPER_RECIPE, warmupEnabled } from '../src/experiment/settings';
-import {
-  defaultMilestones,
-  initialWarmup,
-  learningRate,
-  recordWarmup,
-  WARMUP_WINDOW,
-} from '../src/train/schedule';
+import { defaultMilestones, initialWarmup, learningRate, recordWarmup, WARMUP_WINDOW } from '../src/train/schedule';
 
 describe('learning-rate schedule', () => {
   const cfg = { lr: 0.1, milestones: [32000, 48000], warmup: false };

@@ -55,7 +55,9 @@ interface CommonRunFlags {
   fresh?: boolean;
 }
 
-function common(o: CommonRunFlags): Pick<RunSettings, 'dataDir' | 'out' | 'engine' | 'threads' | 'recordsPerFile' | 'fresh'> {
+function common(
+  o: CommonRunFlags,
+): Pick<RunSettings, 'dataDir' | 'out' | 'engine' | 'threads' | 'recordsPerFile' | 'fresh'> {
   return {
     dataDir: resolveDataDir(o.dataDir),
     out: o.out,
@@ -92,9 +94,16 @@ export function buildProgram(): Command {
       .description("train one network with the paper's recipe; the same command again resumes it")
       .requiredOption('--depth <n>', 'weighted layers, 6n+2: 20, 32, 44, 56, 110, 1202')
       .option('--plain', 'no shortcuts (plain network)')
-      .option('--shortcut <A|B>', 'A: identity + zero-padding (paper, CIFAR), B: projection where dimensions change', 'A')
+      .option(
+        '--shortcut <A|B>',
+        'A: identity + zero-padding (paper, CIFAR), B: projection where dimensions change',
+        'A',
+      )
       .option('--iterations <n>', 'training iterations', '64000')
-      .option('--milestones <list>', 'iterations where the lr is divided by 10 (default 32000,48000, or 50%,75% of --iterations)')
+      .option(
+        '--milestones <list>',
+        'iterations where the lr is divided by 10 (default 32000,48000, or 50%,75% of --iterations)',
+      )
       .option('--lr <x>', 'learning rate', '0.1')
       .option('--batch <n>', 'mini-batch size', '128')
       .option('--momentum <x>', 'SGD momentum', '0.9')
@@ -117,7 +126,11 @@ export function buildProgram(): Command {
     if (itersGiven) recipe.iterations = integer('--iterations', o.iterations, 1);
     if (o.milestones !== undefined) recipe.milestones = parseMilestones(o.milestones);
     const settings: RunSettings = {
-      net: checkNet({ depth: integer('--depth', o.depth, 1), plain: o.plain === true, shortcut: parseShortcut(o.shortcut) }),
+      net: checkNet({
+        depth: integer('--depth', o.depth, 1),
+        plain: o.plain === true,
+        shortcut: parseShortcut(o.shortcut),
+      }),
       seed: integer('--seed', o.seed, 0),
       recipe: completeRecipe(recipe),
       ...common(o),
@@ -188,7 +201,9 @@ export function buildProgram(): Command {
     .action((o: { depth: string; plain?: boolean; shortcut: string }) => {
       const depth = integer('--depth', o.depth, 1);
       blocksPerStage(depth);
-      process.stdout.write(formatSummary(summarize({ depth, plain: o.plain === true, shortcut: parseShortcut(o.shortcut) })) + '\n');
+      process.stdout.write(
+        formatSummary(summarize({ depth, plain: o.plain === true, shortcut: parseShortcut(o.shortcut) })) + '\n',
+      );
     });
 
   return program;

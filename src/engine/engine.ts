@@ -19,12 +19,5 @@ export interface Engine {
    *   v = momentum * v + (g + weightDecay * w);  w = w - lr * v
    * Engines without it get the same update written with tf ops (src/train/sgd.ts).
    */
-  sgdUpdate?(
-    w: tf.Variable,
-    g: tf.Tensor,
-    v: tf.Variable,
-    lr: number,
-    momentum: number,
-    weightDecay: number,
-  ): void;
+  sgdUpdate?(w: tf.Variable, g: tf.Tensor, v: tf.Variable, lr: number, momentum: number, weightDecay: number): void;
 }

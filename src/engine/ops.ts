@@ -53,11 +53,9 @@ export function batchNormTrain(
   epsilon = BN_EPSILON,
 ): BatchNormOutput {
   if (fused(BN_TRAIN_KERNEL)) {
-    const [y, mean, variance] = tf.engine().runKernel(
-      BN_TRAIN_KERNEL,
-      { x, gamma, beta },
-      { epsilon, relu },
-    ) as tf.Tensor[];
+    const [y, mean, variance] = tf
+      .engine()
+      .runKernel(BN_TRAIN_KERNEL, { x, gamma, beta }, { epsilon, relu }) as tf.Tensor[];
     return { y: y as tf.Tensor4D, mean: mean as tf.Tensor1D, variance: variance as tf.Tensor1D };
   }
   const { mean, variance } = tf.moments(x, [0, 1, 2]);

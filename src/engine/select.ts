@@ -16,7 +16,9 @@ export function parseEngineChoice(value: string): EngineChoice {
 }
 
 function firstLine(e: unknown): string {
-  return String((e as Error)?.message ?? e).split('\n')[0].trim();
+  return String((e as Error)?.message ?? e)
+    .split('\n')[0]
+    .trim();
 }
 
 /** tfjs-node missing (the usual case offline) or its libtensorflow binding not installed. */

@@ -50,7 +50,8 @@ export function readCheckpoint(file: string): { meta: unknown; tensors: Map<stri
   } catch (e) {
     throw bad((e as Error).message);
   }
-  if (buf.length < MAGIC.length + 4 || buf.toString('latin1', 0, MAGIC.length) !== MAGIC) throw bad('not a resnet-exp checkpoint');
+  if (buf.length < MAGIC.length + 4 || buf.toString('latin1', 0, MAGIC.length) !== MAGIC)
+    throw bad('not a resnet-exp checkpoint');
   const headerLength = buf.readUInt32LE(MAGIC.length);
   const dataStart = MAGIC.length + 4 + headerLength;
   if (dataStart > buf.length) throw bad('truncated header');
@@ -68,6 +69,7 @@ export function readCheckpoint(file: string): { meta: unknown; tensors: Map<stri
   const payload = new Float32Array(floats);
   new Uint8Array(payload.buffer).set(data);
   const tensors = new Map<string, TensorEntry>();
-  for (const t of header.tensors) tensors.set(t.name, { shape: t.shape, data: payload.subarray(t.offset, t.offset + t.length) });
+  for (const t of header.tensors)
+    tensors.set(t.name, { shape: t.shape, data: payload.subarray(t.offset, t.offset + t.length) });
   return { meta: header.meta, tensors };
 }

@@ -41,7 +41,9 @@ export function listExperiments(): string[] {
 
 /** Reads an experiment by name (from experiments/) or by path. */
 export function loadExperiment(nameOrPath: string): Experiment {
-  const file = fs.existsSync(nameOrPath) ? nameOrPath : path.join(EXPERIMENTS_DIR, `${nameOrPath.replace(/\.json$/, '')}.json`);
+  const file = fs.existsSync(nameOrPath)
+    ? nameOrPath
+    : path.join(EXPERIMENTS_DIR, `${nameOrPath.replace(/\.json$/, '')}.json`);
   if (!fs.existsSync(file)) {
     throw new SettingsError(`no experiment '${nameOrPath}'; available: ${listExperiments().join(', ')}`);
   }
@@ -55,8 +57,18 @@ export function loadExperiment(nameOrPath: string): Experiment {
   const name = path.basename(file, '.json');
   const runs: GridRun[] = [];
   for (const r of raw.runs) {
-    const net = checkNet({ depth: integer('depth', r.depth, 1), plain: r.plain === true, shortcut: parseShortcut(r.shortcut ?? 'A') });
+    const net = checkNet({
+      depth: integer('depth', r.depth, 1),
+      plain: r.plain === true,
+      shortcut: parseShortcut(r.shortcut ?? 'A'),
+    });
     for (const seed of r.seeds ?? [1]) runs.push({ net, seed: integer('seed', seed, 0) });
   }
-  return { name, description: raw.description ?? '', out: raw.out ?? name, recipe: completeRecipe(raw.recipe ?? {}), runs };
+  return {
+    name,
+    description: raw.description ?? '',
+    out: raw.out ?? name,
+    recipe: completeRecipe(raw.recipe ?? {}),
+    runs,
+  };
 }

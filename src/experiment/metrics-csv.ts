@@ -47,7 +47,10 @@ export function appendMetricsRow(file: string, row: Row): void {
  * kill, before their checkpoint) will be computed again, identically.
  */
 export function truncateMetrics(file: string, iteration: number): number {
-  const lines = fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.length > 0);
+  const lines = fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.length > 0);
   const kept = [lines[0], ...lines.slice(1).filter((l) => Number.parseInt(l.split(',')[0], 10) <= iteration)];
   writeFileAtomic(file, kept.join('\n') + '\n');
   return kept.length - 1;

@@ -69,7 +69,9 @@ function prepareDir(dir: string): void {
     fs.mkdirSync(dir, { recursive: true });
     fs.accessSync(dir, fs.constants.W_OK);
   } catch (e) {
-    throw new OutputError(`cannot write to ${dir}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}; choose another --out`);
+    throw new OutputError(
+      `cannot write to ${dir}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}; choose another --out`,
+    );
   }
 }
 
@@ -78,7 +80,11 @@ export function packageVersion(): string {
   return (JSON.parse(fs.readFileSync(file, 'utf8')) as { version: string }).version;
 }
 
-export async function runExperiment(s: RunSettings, report: RunReporter, shouldStop: () => boolean): Promise<RunOutcome> {
+export async function runExperiment(
+  s: RunSettings,
+  report: RunReporter,
+  shouldStop: () => boolean,
+): Promise<RunOutcome> {
   const dir = runDir(s);
   prepareDir(dir);
   const unlock = lockRun(dir);
@@ -89,7 +95,12 @@ export async function runExperiment(s: RunSettings, report: RunReporter, shouldS
   }
 }
 
-async function runLocked(s: RunSettings, dir: string, report: RunReporter, shouldStop: () => boolean): Promise<RunOutcome> {
+async function runLocked(
+  s: RunSettings,
+  dir: string,
+  report: RunReporter,
+  shouldStop: () => boolean,
+): Promise<RunOutcome> {
   const files = {
     config: path.join(dir, 'config.json'),
     metrics: path.join(dir, 'metrics.csv'),
@@ -117,7 +128,8 @@ async function runLocked(s: RunSettings, dir: string, report: RunReporter, shoul
 
   const data = loadCifar10(s.dataDir, { recordsPerFile: s.recordsPerFile });
   const { train, val } = s.recipe.val > 0 ? holdOut(data.train, s.recipe.val) : { train: data.train, val: undefined };
-  if (s.recipe.batch > train.count) throw new SettingsError(`--batch ${s.recipe.batch} is larger than the ${train.count} training images`);
+  if (s.recipe.batch > train.count)
+    throw new SettingsError(`--batch ${s.recipe.batch} is larger than the ${train.count} training images`);
   const mean = pixelMean(train);
 
   const engine = await selectEngine(s.engine, s.threads);
@@ -141,10 +153,22 @@ async function runLocked(s: RunSettings, dir: string, report: RunReporter, shoul
     warmup_enabled: schedule.warmup,
     engine: { name: engine.name, version: engine.version, threads: engine.threads, reason: engine.reason },
     versions: { 'resnet-exp': packageVersion(), node: process.version, 'tfjs-core': tf.version_core },
-    data: { dir: path.resolve(s.dataDir), recordsPerFile: s.recordsPerFile, train: train.count, val: val?.count ?? 0, test: data.test.count, files: data.files },
+    data: {
+      dir: path.resolve(s.dataDir),
+      recordsPerFile: s.recordsPerFile,
+      train: train.count,
+      val: val?.count ?? 0,
+      test: data.test.count,
+      files: data.files,
+    },
   };
 
-  const sgd = new Sgd(net.params, (n) => net.decayed(n), { momentum: s.recipe.momentum, weightDecay: s.recipe.weightDecay }, engine);
+  const sgd = new Sgd(
+    net.params,
+    (n) => net.decayed(n),
+    { momentum: s.recipe.momentum, weightDecay: s.recipe.weightDecay },
+    engine,
+  );
   let state = initialLoopState(schedule);
   try {
     if (fs.existsSync(files.checkpoint)) {
@@ -185,7 +209,8 @@ async function runLocked(s: RunSettings, dir: string, report: RunReporter, shoul
           report.row(row);
         },
         onStep: (st, info) => report.step(st, info),
-        onWarmupEnd: (i) => report.log(`warm-up ended at iteration ${i}: training error below 80%, learning rate back to ${s.recipe.lr}`),
+        onWarmupEnd: (i) =>
+          report.log(`warm-up ended at iteration ${i}: training error below 80%, learning rate back to ${s.recipe.lr}`),
         shouldStop,
       });
     } finally {
@@ -222,7 +247,8 @@ function snapshot(net: CifarNet, sgd: Sgd): Map<string, TensorEntry> {
 function restore(file: string, net: CifarNet, sgd: Sgd): LoopState {
   const { meta, tensors } = readCheckpoint(file);
   const state = (meta as { state?: LoopState }).state;
-  if (!state || typeof state.iteration !== 'number') throw new CheckpointError(`checkpoint ${file} has no training state; pass --fresh`);
+  if (!state || typeof state.iteration !== 'number')
+    throw new CheckpointError(`checkpoint ${file} has no training state; pass --fresh`);
   const load = (name: string, v: tf.Variable) => {
     const t = tensors.get(name);
     if (!t || t.shape.join('x') !== v.shape.join('x')) {

@@ -58,7 +58,8 @@ export function warmupEnabled(recipe: Recipe, depth: number): boolean {
 
 export function integer(name: string, value: string | number, min: number): number {
   const n = typeof value === 'number' ? value : Number(value);
-  if (!Number.isInteger(n) || n < min) throw new SettingsError(`${name} must be a whole number >= ${min}, got '${value}'`);
+  if (!Number.isInteger(n) || n < min)
+    throw new SettingsError(`${name} must be a whole number >= ${min}, got '${value}'`);
   return n;
 }
 
@@ -97,7 +98,8 @@ export function parseWarmup(value: string): Recipe['warmup'] {
  */
 export function completeRecipe(partial: Partial<Recipe>): Recipe {
   const r: Recipe = { ...PAPER_RECIPE, ...partial };
-  if (partial.iterations !== undefined && partial.milestones === undefined) r.milestones = defaultMilestones(r.iterations);
+  if (partial.iterations !== undefined && partial.milestones === undefined)
+    r.milestones = defaultMilestones(r.iterations);
   integer('--iterations', r.iterations, 1);
   integer('--batch', r.batch, 1);
   integer('--eval-every', r.evalEvery, 1);

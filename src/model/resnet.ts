@@ -32,9 +32,7 @@ export class DepthError extends Error {}
 /** n, the number of blocks per stage, for a depth of 6n + 2. */
 export function blocksPerStage(depth: number): number {
   if (!Number.isInteger(depth) || depth < 8 || (depth - 2) % 6 !== 0) {
-    throw new DepthError(
-      `depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, 1202, ...), got ${depth}`,
-    );
+    throw new DepthError(`depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, 1202, ...), got ${depth}`);
   }
   return (depth - 2) / 6;
 }
@@ -143,7 +141,10 @@ export class CifarNet {
       convUnits(this.arch).forEach((u, i) => {
         // He et al. 2015 ("MSRA") init: N(0, 2 / fan_in), fan_in = k*k*in_channels.
         const std = Math.sqrt(2 / (u.kernel * u.kernel * u.inChannels));
-        this.add(u.name + '/w', tf.randomNormal([u.kernel, u.kernel, u.inChannels, u.outChannels], 0, std, 'float32', seed * 7919 + i));
+        this.add(
+          u.name + '/w',
+          tf.randomNormal([u.kernel, u.kernel, u.inChannels, u.outChannels], 0, std, 'float32', seed * 7919 + i),
+        );
         this.add(u.name + '/gamma', tf.ones([u.outChannels]));
         this.add(u.name + '/beta', tf.zeros([u.outChannels]));
         this.runningStats.set(u.name + '/running_mean', tf.variable(tf.zeros([u.outChannels]), false));
@@ -188,7 +189,12 @@ export class CifarNet {
         return batchNormInfer(z, gamma, beta, mean, variance, relu);
       }
       const out = batchNormTrain(z, gamma, beta, relu);
-      stats?.push({ name: u.name, mean: out.mean, variance: out.variance, count: z.shape[0] * z.shape[1] * z.shape[2] });
+      stats?.push({
+        name: u.name,
+        mean: out.mean,
+        variance: out.variance,
+        count: z.shape[0] * z.shape[1] * z.shape[2],
+      });
       return out.y;
     };
 

@@ -30,7 +30,13 @@ export function summarize(cfg: NetConfig): NetSummary {
     macs: u.outSize * u.outSize * u.outChannels * u.kernel * u.kernel * u.inChannels,
   }));
   layers.push({ name: 'pool', op: 'global average pool', output: '64', params: 0, macs: 0 });
-  layers.push({ name: 'fc', op: 'fully connected', output: `${arch.classes}`, params: 64 * arch.classes + arch.classes, macs: 64 * arch.classes });
+  layers.push({
+    name: 'fc',
+    op: 'fully connected',
+    output: `${arch.classes}`,
+    params: 64 * arch.classes + arch.classes,
+    macs: 64 * arch.classes,
+  });
   return {
     name: netName(cfg),
     layers,
@@ -41,9 +47,13 @@ export function summarize(cfg: NetConfig): NetSummary {
 
 export function formatSummary(s: NetSummary): string {
   const fmt = (n: number) => n.toLocaleString('en-US');
-  const rows = [['layer', 'op', 'output', 'params', 'MACs'], ...s.layers.map((l) => [l.name, l.op, l.output, fmt(l.params), fmt(l.macs)])];
+  const rows = [
+    ['layer', 'op', 'output', 'params', 'MACs'],
+    ...s.layers.map((l) => [l.name, l.op, l.output, fmt(l.params), fmt(l.macs)]),
+  ];
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
-  const line = (r: string[]) => r.map((cell, c) => (c >= 3 ? cell.padStart(widths[c]) : cell.padEnd(widths[c]))).join('  ');
+  const line = (r: string[]) =>
+    r.map((cell, c) => (c >= 3 ? cell.padStart(widths[c]) : cell.padEnd(widths[c]))).join('  ');
   return [
     `${s.name}: ${s.layers.length - 2} conv layers + fc`,
     line(rows[0]),

@@ -68,10 +68,7 @@ export interface CompareReport {
 }
 
 export function compareRuns(runs: RunRecord[]): CompareReport {
-  const groups = groupBy(
-    runs,
-    (r) => `${r.variant}|${r.shortcut}|${r.plannedIterations}|${r.depth}`,
-  );
+  const groups = groupBy(runs, (r) => `${r.variant}|${r.shortcut}|${r.plannedIterations}|${r.depth}`);
   const rows = [...groups.values()]
     .map(toRow)
     .sort(
@@ -279,10 +276,7 @@ function stat(values: (number | null)[]): Stat | null {
   const xs = values.filter((v): v is number => v !== null);
   if (xs.length === 0) return null;
   const mean = xs.reduce((s, x) => s + x, 0) / xs.length;
-  const std =
-    xs.length >= 2
-      ? Math.sqrt(xs.reduce((s, x) => s + (x - mean) ** 2, 0) / (xs.length - 1))
-      : null;
+  const std = xs.length >= 2 ? Math.sqrt(xs.reduce((s, x) => s + (x - mean) ** 2, 0) / (xs.length - 1)) : null;
   return { mean, std, n: xs.length };
 }
 

@@ -12,8 +12,7 @@ export interface PaperFigure {
   source: string;
 }
 
-export const PAPER_SOURCE =
-  'He et al. 2016, "Deep Residual Learning for Image Recognition", Table 6 (CIFAR-10)';
+export const PAPER_SOURCE = 'He et al. 2016, "Deep Residual Learning for Image Recognition", Table 6 (CIFAR-10)';
 
 /** Table 6 test error of the ResNets by depth. Plain nets are only plotted (Fig. 6 left). */
 export const TABLE6_RESNET: Readonly<Record<number, PaperFigure>> = {
@@ -41,8 +40,7 @@ export const TABLE6_PARAMS_M: Readonly<Record<number, number>> = {
   1202: 19.4,
 };
 
-export const REPRODUCTION_SOURCE =
-  'public reproduction, 5 seeds, mean ± std of test error (PROTOCOL.md)';
+export const REPRODUCTION_SOURCE = 'public reproduction, 5 seeds, mean ± std of test error (PROTOCOL.md)';
 
 /** A public 5-seed reproduction; it has plain nets too, which the paper only plots. */
 export const REPRODUCTION: Readonly<Record<'plain' | 'resnet', Record<number, PaperFigure>>> = {

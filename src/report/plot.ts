@@ -111,12 +111,9 @@ function pickSeries(runs: RunRecord[], warn: (msg: string) => void): Series[] {
   for (const [key, group] of byDepth) {
     const best = [...group].sort(
       (a, b) =>
-        (a.shortcut === 'A' ? 0 : 1) - (b.shortcut === 'A' ? 0 : 1) ||
-        b.plannedIterations - a.plannedIterations,
+        (a.shortcut === 'A' ? 0 : 1) - (b.shortcut === 'A' ? 0 : 1) || b.plannedIterations - a.plannedIterations,
     )[0];
-    const chosen = group.filter(
-      (r) => r.shortcut === best.shortcut && r.plannedIterations === best.plannedIterations,
-    );
+    const chosen = group.filter((r) => r.shortcut === best.shortcut && r.plannedIterations === best.plannedIterations);
     if (chosen.length < group.length) {
       warn(
         `plot: ${key}: drawing the ${best.plannedIterations}-iteration option-${best.shortcut} ` +
@@ -207,10 +204,7 @@ function yMax(curves: { error: number }[][]): number {
 }
 
 /** The vega-lite spec of the figure (exported so tests can check the plotted data). */
-export function buildFig6Spec(
-  runs: RunRecord[],
-  warn: (msg: string) => void = () => {},
-): TopLevelSpec {
+export function buildFig6Spec(runs: RunRecord[], warn: (msg: string) => void = () => {}): TopLevelSpec {
   const series = pickSeries(runs, warn);
   if (series.length === 0) throw new Error('plot: no runs with logged metrics to plot');
   const panels = panelsFor(series);

@@ -98,9 +98,7 @@ export function parseMetricsCsv(text: string): MetricsRow[] {
     };
     const prev = rows[rows.length - 1];
     if (prev && row.iteration <= prev.iteration) {
-      throw new Error(
-        `metrics.csv line ${lineNo}: iteration ${row.iteration} after ${prev.iteration}`,
-      );
+      throw new Error(`metrics.csv line ${lineNo}: iteration ${row.iteration} after ${prev.iteration}`);
     }
     rows.push(row);
   }

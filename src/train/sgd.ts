@@ -20,7 +20,11 @@ export class Sgd {
     private readonly cfg: SgdConfig,
     private readonly engine?: Engine,
   ) {
-    for (const [name, w] of params) this.velocities.set(name, tf.tidy(() => tf.variable(tf.zerosLike(w), false)));
+    for (const [name, w] of params)
+      this.velocities.set(
+        name,
+        tf.tidy(() => tf.variable(tf.zerosLike(w), false)),
+      );
   }
 
   /** Applies one update; `grads` is keyed by parameter name. Disposes nothing it did not make. */

@@ -21,7 +21,11 @@ function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D): tf.Scalar {
 }
 
 /** Counts rows of `logits` (n x classes, flat) whose arg-max is not the label. */
-export function countErrors(logits: Float32Array | Int32Array | Uint8Array, labels: ArrayLike<number>, classes: number): number {
+export function countErrors(
+  logits: Float32Array | Int32Array | Uint8Array,
+  labels: ArrayLike<number>,
+  classes: number,
+): number {
   let errors = 0;
   for (let i = 0; i < labels.length; i++) {
     let best = 0;
@@ -78,7 +82,10 @@ function updateRunningStats(net: CifarNet, stats: BatchStats[]): void {
 }
 
 /** Error (%) of the net in inference mode over batches of a whole split. */
-export function evaluate(net: CifarNet, batches: Iterable<{ x: Float32Array; labels: Int32Array; count: number }>): number {
+export function evaluate(
+  net: CifarNet,
+  batches: Iterable<{ x: Float32Array; labels: Int32Array; count: number }>,
+): number {
   let errors = 0;
   let seen = 0;
   for (const b of batches) {
