@@ -1,0 +1,81 @@
+// The training step on the engines: the native engine follows the reference (tfjs's own
+// CPU kernels) step by step, and memory stays flat over a thousand iterations.
+import * as tf from '@tensorflow/tfjs-core';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { describe, it } from 'node:test';
+import { ADDON_PATH } from '../src/engine/native/addon';
+import { selectEngine } from '../src/engine/select';
+import { CifarNet } from '../src/model/resnet';
+import { Sgd } from '../src/train/sgd';
+import { trainStep } from '../src/train/step';
+
+const skip = fs.existsSync(ADDON_PATH) ? false : 'the native engine is not built';
+
+function batchOf(n: number, seed: number) {
+  let s = seed;
+  const rnd = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32;
+  return {
+    x: new Float32Array(n * 3072).map(() => rnd() * 120 - 60),
+    labels: new Int32Array(n).map(() => Math.floor(rnd() * 10)),
+  };
+}
+
+async function lossCurve(
+  engineName: 'native' | 'cpu',
+  steps: number,
+  batch: number,
+  plain: boolean,
+): Promise<number[]> {
+  const engine = await selectEngine(engineName);
+  const net = new CifarNet({ depth: 8, plain, shortcut: 'A' }, 7);
+  const sgd = new Sgd(net.params, (n) => net.decayed(n), { momentum: 0.9, weightDecay: 1e-4 }, engine);
+  const losses: number[] = [];
+  for (let i = 0; i < steps; i++) {
+    const { x, labels } = batchOf(batch, 100 + i);
+    losses.push(trainStep(net, sgd, x, labels, 0.1).loss);
+  }
+  sgd.dispose();
+  net.dispose();
+  return losses;
+}
+
+describe('native engine against the reference', { skip }, () => {
+  for (const plain of [false, true]) {
+    it(`${plain ? 'plain' : 'residual'} net: the same loss curve as tfjs's CPU kernels for the first steps`, async () => {
+      const steps = 3;
+      const reference = await lossCurve('cpu', steps, 2, plain);
+      const native = await lossCurve('native', steps, 2, plain);
+      for (let i = 0; i < steps; i++) {
+        // Float32 with other summation orders: agree to ~1e-4 relative, not bit for bit.
+        assert.ok(
+          Math.abs(native[i] - reference[i]) <= 2e-3 * Math.max(1, Math.abs(reference[i])),
+          `step ${i}: native ${native[i]} vs cpu ${reference[i]}`,
+        );
+      }
+      assert.ok(reference[steps - 1] !== reference[0], 'the weights changed');
+    });
+  }
+});
+
+describe('memory', { skip }, () => {
+  it('numTensors is the same after iteration 10 and 1,000 (native engine)', async () => {
+    const engine = await selectEngine('native');
+    const net = new CifarNet({ depth: 8, plain: false, shortcut: 'A' }, 1);
+    const sgd = new Sgd(net.params, (n) => net.decayed(n), { momentum: 0.9, weightDecay: 1e-4 }, engine);
+    const { x, labels } = batchOf(4, 1);
+    let at10 = -1;
+    let bytesAt10 = -1;
+    for (let i = 1; i <= 1000; i++) {
+      trainStep(net, sgd, x, labels, 0.01);
+      if (i === 10) {
+        at10 = tf.memory().numTensors;
+        bytesAt10 = tf.memory().numBytes;
+      }
+    }
+    assert.equal(tf.memory().numTensors, at10);
+    assert.equal(tf.memory().numBytes, bytesAt10);
+    sgd.dispose();
+    net.dispose();
+  });
+});
