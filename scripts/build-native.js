@@ -3,16 +3,28 @@
 // It never fails `npm install`: without oneDNN the CLI falls back to another engine
 // and says why (see src/engine/select.ts).
 const { existsSync } = require('node:fs');
+const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 
 const header = ['/usr/include/oneapi/dnnl/dnnl.hpp', '/usr/local/include/oneapi/dnnl/dnnl.hpp'].find(existsSync);
 if (!header) {
-  console.warn('resnet-exp: oneDNN headers not found (Debian/Ubuntu: apt-get install libdnnl-dev); the native engine is not built.');
+  console.warn(
+    'resnet-exp: oneDNN headers not found (Debian/Ubuntu: apt-get install libdnnl-dev); the native engine is not built.',
+  );
   process.exit(0);
 }
-const gyp = process.env.npm_config_node_gyp;
-const cmd = gyp ? [process.execPath, [gyp, 'rebuild']] : ['node-gyp', ['rebuild']];
-const r = spawnSync(cmd[0], cmd[1], { stdio: 'inherit' });
+
+// node-gyp: the one npm hands us during `npm install`, else the copy bundled with npm,
+// else whatever is on PATH.
+const prefix = path.dirname(path.dirname(process.execPath));
+const bundled = path.join(prefix, 'lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js');
+const gyp = process.env.npm_config_node_gyp || (existsSync(bundled) ? bundled : null);
+const args = ['rebuild'];
+// Distribution packages of node ship the headers node-gyp needs (e.g. /usr/include/node);
+// pointing node-gyp at them avoids its download from nodejs.org, which fails offline.
+if (existsSync(path.join(prefix, 'include/node/node_api.h'))) args.push(`--nodedir=${prefix}`);
+const cmd = gyp ? [process.execPath, [gyp, ...args]] : ['node-gyp', args];
+const r = spawnSync(cmd[0], cmd[1], { stdio: 'inherit', cwd: path.join(__dirname, '..') });
 if (r.status !== 0) {
   console.warn('resnet-exp: building the native engine failed; the CLI will fall back to a slower engine.');
 }

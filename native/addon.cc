@@ -1,0 +1,99 @@
+// Module entry of the oneDNN engine: process-wide oneDNN state, threading and version
+// queries; the kernels themselves live in conv.cc, batchnorm.cc, elementwise.cc, sgd.cc.
+#include <cstdlib>
+#include <memory>
+
+#include "common.h"
+
+namespace rn {
+
+dnnl::engine &cpuEngine() {
+  static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  return eng;
+}
+
+dnnl::stream &cpuStream() {
+  static dnnl::stream s(cpuEngine());
+  return s;
+}
+
+dnnl::memory scratchpad(const dnnl::memory::desc &md) {
+  // Grows to the largest request and stays: the set of primitives is fixed after the first
+  // training step, so this allocates a handful of times per process, not per step.
+  struct Buffer {
+    void *ptr = nullptr;
+    size_t size = 0;
+    ~Buffer() { std::free(ptr); }
+  };
+  static Buffer buf;
+  const size_t need = md.get_size();
+  if (need > buf.size) {
+    std::free(buf.ptr);
+    const size_t size = (need + 4095) / 4096 * 4096;
+    buf.ptr = std::aligned_alloc(64, size);
+    if (!buf.ptr) throw std::runtime_error("resnet_native: out of memory for the scratchpad");
+    buf.size = size;
+  }
+  return dnnl::memory(md, cpuEngine(), buf.ptr);
+}
+
+namespace {
+
+const char *isaName(dnnl::cpu_isa isa) {
+  switch (isa) {
+    case dnnl::cpu_isa::sse41: return "sse41";
+    case dnnl::cpu_isa::avx: return "avx";
+    case dnnl::cpu_isa::avx2: return "avx2";
+    case dnnl::cpu_isa::avx512_mic: return "avx512_mic";
+    case dnnl::cpu_isa::avx512_mic_4ops: return "avx512_mic_4ops";
+    case dnnl::cpu_isa::avx512_core: return "avx512_core";
+    case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl::cpu_isa::avx512_core_amx: return "avx512_core_amx";
+    case dnnl::cpu_isa::avx2_vnni: return "avx2_vnni";
+    default: return "unknown";
+  }
+}
+
+// setThreads(n): the OpenMP team size for oneDNN and our own loops (one runtime: oneDNN is
+// built against the same GNU OpenMP).
+Napi::Value SetThreads(const Napi::CallbackInfo &info) {
+  const int64_t n = intArg(info, 0, "threads");
+  if (n < 1 || n > 1024) throw std::runtime_error("resnet_native: threads must be in 1..1024");
+  omp_set_num_threads(int(n));
+  return info.Env().Undefined();
+}
+
+Napi::Value GetThreads(const Napi::CallbackInfo &info) {
+  return Napi::Number::New(info.Env(), omp_get_max_threads());
+}
+
+Napi::Value NumProcs(const Napi::CallbackInfo &info) {
+  return Napi::Number::New(info.Env(), omp_get_num_procs());
+}
+
+// version(): e.g. "oneDNN 2.6.3 (ISA avx512_core_amx)"
+Napi::Value Version(const Napi::CallbackInfo &info) {
+  const dnnl_version_t *v = dnnl_version();
+  std::string s = "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
+                  std::to_string(v->patch) + " (ISA " + isaName(dnnl::get_effective_cpu_isa()) +
+                  ")";
+  return Napi::String::New(info.Env(), s);
+}
+
+}  // namespace
+}  // namespace rn
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  rn::exportFn<rn::SetThreads>(env, exports, "setThreads");
+  rn::exportFn<rn::GetThreads>(env, exports, "getThreads");
+  rn::exportFn<rn::NumProcs>(env, exports, "numProcs");
+  rn::exportFn<rn::Version>(env, exports, "version");
+  rn::initConv(env, exports);
+  rn::initBatchNorm(env, exports);
+  rn::initElementwise(env, exports);
+  rn::initSgd(env, exports);
+  return exports;
+}
+
+NODE_API_MODULE(resnet_native, Init)

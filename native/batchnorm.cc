@@ -1,0 +1,253 @@
+// Batch normalization over the rows of an NHWC tensor viewed as [M = N*H*W, C], with the
+// ReLU that follows it fused in (forward: clamp; backward: mask by the saved output).
+//
+// Hand-written OpenMP loops rather than oneDNN's batch_normalization: with channels
+// innermost each row is one or a few SIMD vectors, so every pass is a plain streaming
+// loop, and we control the reduction order. Each thread reduces a fixed contiguous range
+// of rows into its own partial sums (float within short blocks, double across blocks),
+// and the partials are added in thread order, so results are bit-identical run to run for
+// a given thread count.
+#include <algorithm>
+#include <cmath>
+#include <functional>
+
+#include "common.h"
+
+namespace rn {
+namespace {
+
+constexpr int64_t kBlock = 64;  // rows summed in float before folding into double
+
+int teamSize(int64_t elements) { return elements < kParallelMin ? 1 : omp_get_max_threads(); }
+
+// sums[t*2C + c] += f(row, c) and sums[t*2C + C + c] += g(row, c) over thread t's rows.
+template <typename RowFn>
+void reduceRows(int64_t M, int64_t C, std::vector<double> &partials, int nt, RowFn rowFn) {
+  partials.assign(size_t(nt) * 2 * C, 0.0);
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num();
+    int64_t begin, end;
+    threadRange(M, t, omp_get_num_threads(), begin, end);
+    double *s1 = &partials[size_t(t) * 2 * C];
+    double *s2 = s1 + C;
+    std::vector<float> f1(C), f2(C);
+    for (int64_t b = begin; b < end; b += kBlock) {
+      std::fill(f1.begin(), f1.end(), 0.f);
+      std::fill(f2.begin(), f2.end(), 0.f);
+      const int64_t e = std::min(end, b + kBlock);
+      for (int64_t r = b; r < e; ++r) rowFn(r, f1.data(), f2.data());
+      for (int64_t c = 0; c < C; ++c) {
+        s1[c] += f1[c];
+        s2[c] += f2[c];
+      }
+    }
+  }
+}
+
+// Adds the threads' partials in thread order (the determinism promise above).
+void combine(const std::vector<double> &partials, int nt, int64_t C, std::vector<double> &s1,
+             std::vector<double> &s2) {
+  s1.assign(C, 0.0);
+  s2.assign(C, 0.0);
+  for (int t = 0; t < nt; ++t) {
+    const double *p = &partials[size_t(t) * 2 * C];
+    for (int64_t c = 0; c < C; ++c) {
+      s1[c] += p[c];
+      s2[c] += p[C + c];
+    }
+  }
+}
+
+// y = x * scale[c] + shift[c], optionally clamped at 0.
+template <bool RELU>
+void affineT(const float *x, const float *scale, const float *shift, float *y, int64_t M,
+             int64_t C, int nt) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t r = 0; r < M; ++r) {
+    const float *xr = x + r * C;
+    float *yr = y + r * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      const float v = xr[c] * scale[c] + shift[c];
+      yr[c] = RELU ? std::max(v, 0.f) : v;
+    }
+  }
+}
+
+void affine(const float *x, const float *scale, const float *shift, float *y, int64_t M,
+            int64_t C, bool relu, int nt) {
+  if (relu) affineT<true>(x, scale, shift, y, M, C, nt);
+  else affineT<false>(x, scale, shift, y, M, C, nt);
+}
+
+struct Shape2 {
+  int64_t M, C;
+};
+
+Shape2 readShape(const Napi::CallbackInfo &info, size_t at) {
+  const int64_t M = intArg(info, at, "rows"), C = intArg(info, at + 1, "channels");
+  if (M <= 0 || C <= 0) throw std::runtime_error("resnet_native: batch norm needs rows and channels > 0");
+  return {M, C};
+}
+
+// bnTrainForward(x, gamma, beta, y, mean, variance, M, C, epsilon, relu)
+Napi::Value BnTrainForward(const Napi::CallbackInfo &info) {
+  const Shape2 sh = readShape(info, 6);
+  const int64_t M = sh.M, C = sh.C;
+  const double eps = numArg(info, 8, "epsilon");
+  const bool relu = info[9].ToBoolean();
+  requireLen(info[0], M * C, "x");
+  requireLen(info[1], C, "gamma");
+  requireLen(info[2], C, "beta");
+  requireLen(info[3], M * C, "y");
+  requireLen(info[4], C, "mean");
+  requireLen(info[5], C, "variance");
+  const float *x = f32(info[0], "x"), *gamma = f32(info[1], "gamma"), *beta = f32(info[2], "beta");
+  float *y = f32(info[3], "y"), *mean = f32(info[4], "mean"), *var = f32(info[5], "variance");
+
+  // Sums of (x - x[0]) rather than of x: shifting by a sample keeps the one-pass variance
+  // E[d^2] - E[d]^2 free of cancellation when |mean| >> std.
+  std::vector<float> shift(x, x + C);
+  const int nt = teamSize(M * C);
+  std::vector<double> partials, s1, s2;
+  reduceRows(M, C, partials, nt, [&](int64_t r, float *f1, float *f2) {
+    const float *xr = x + r * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      const float d = xr[c] - shift[c];
+      f1[c] += d;
+      f2[c] += d * d;
+    }
+  });
+  combine(partials, nt, C, s1, s2);
+
+  std::vector<float> scale(C), bias(C);
+  for (int64_t c = 0; c < C; ++c) {
+    const double m1 = s1[c] / M;
+    const double v = std::max(s2[c] / M - m1 * m1, 0.0);
+    const double mu = shift[c] + m1;
+    const double k = gamma[c] / std::sqrt(v + eps);
+    mean[c] = float(mu);
+    var[c] = float(v);
+    scale[c] = float(k);
+    bias[c] = float(beta[c] - mu * k);
+  }
+  affine(x, scale.data(), bias.data(), y, M, C, relu, nt);
+  return info.Env().Undefined();
+}
+
+// The two passes of the backward, templated on the ReLU so the inner loops are
+// branch-free: g = dy * mask with mask = (y > 0) as 0/1.
+template <bool RELU>
+void bnBackwardPasses(const float *dy, const float *x, const float *y, const float *mean,
+                      int64_t M, int64_t C, int nt, std::vector<double> &partials,
+                      std::vector<double> &sg, std::vector<double> &sgx,
+                      const std::function<void(std::vector<float> &, std::vector<float> &,
+                                               std::vector<float> &)> &fold,
+                      float *dx) {
+  reduceRows(M, C, partials, nt, [&](int64_t r, float *f1, float *f2) {
+    const float *dyr = dy + r * C, *xr = x + r * C;
+    const float *yr = RELU ? y + r * C : nullptr;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      float g = dyr[c];
+      if constexpr (RELU) g = yr[c] > 0.f ? g : 0.f;
+      f1[c] += g;
+      f2[c] += g * (xr[c] - mean[c]);
+    }
+  });
+  combine(partials, nt, C, sg, sgx);
+  std::vector<float> k(C), b(C), d(C);
+  fold(k, b, d);
+  const float *kp = k.data(), *bp = b.data(), *dp = d.data();
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t r = 0; r < M; ++r) {
+    const float *dyr = dy + r * C, *xr = x + r * C;
+    const float *yr = RELU ? y + r * C : nullptr;
+    float *dxr = dx + r * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      float g = dyr[c];
+      if constexpr (RELU) g = yr[c] > 0.f ? g : 0.f;
+      dxr[c] = kp[c] * g + bp[c] * xr[c] + dp[c];
+    }
+  }
+}
+
+// bnTrainBackward(dy, x, y, gamma, mean, variance, dx, dgamma, dbeta, M, C, epsilon, relu)
+// With g = relu ? dy * (y > 0) : dy and xhat = (x - mean) / sqrt(var + eps):
+//   dbeta = sum g, dgamma = sum g * xhat,
+//   dx = gamma / sqrt(var + eps) * (g - dbeta / M - xhat * dgamma / M).
+Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
+  const Shape2 sh = readShape(info, 9);
+  const int64_t M = sh.M, C = sh.C;
+  const double eps = numArg(info, 11, "epsilon");
+  const bool relu = info[12].ToBoolean();
+  const char *names[] = {"dy", "x", "y", "gamma", "mean", "variance", "dx", "dgamma", "dbeta"};
+  const int64_t sizes[] = {M * C, M * C, relu ? M * C : 0, C, C, C, M * C, C, C};
+  for (int i = 0; i < 9; ++i) {
+    if (sizes[i] > 0) requireLen(info[i], sizes[i], names[i]);
+  }
+  const float *dy = f32(info[0], "dy"), *x = f32(info[1], "x");
+  const float *y = relu ? f32(info[2], "y") : nullptr;
+  const float *gamma = f32(info[3], "gamma"), *mean = f32(info[4], "mean"),
+              *var = f32(info[5], "variance");
+  float *dx = f32(info[6], "dx"), *dgamma = f32(info[7], "dgamma"), *dbeta = f32(info[8], "dbeta");
+
+  const int nt = teamSize(M * C);
+  std::vector<double> partials, sg, sgx;
+  // dx = k*g + b*x + d per channel, folded once from the reductions.
+  auto fold = [&](std::vector<float> &k, std::vector<float> &b, std::vector<float> &d) {
+    for (int64_t c = 0; c < C; ++c) {
+      const double inv = 1.0 / std::sqrt(double(var[c]) + eps);
+      const double kc = gamma[c] * inv;
+      const double bc = -kc * inv * inv * sgx[c] / M;
+      dbeta[c] = float(sg[c]);
+      dgamma[c] = float(sgx[c] * inv);
+      k[c] = float(kc);
+      b[c] = float(bc);
+      d[c] = float(-kc * sg[c] / M - bc * mean[c]);
+    }
+  };
+  if (relu) bnBackwardPasses<true>(dy, x, y, mean, M, C, nt, partials, sg, sgx, fold, dx);
+  else bnBackwardPasses<false>(dy, x, y, mean, M, C, nt, partials, sg, sgx, fold, dx);
+  return info.Env().Undefined();
+}
+
+// bnInfer(x, mean, variance, offset|null, scale|null, y, M, C, epsilon): tfjs's
+// FusedBatchNorm with per-channel statistics (inference mode).
+Napi::Value BnInfer(const Napi::CallbackInfo &info) {
+  const Shape2 sh = readShape(info, 6);
+  const int64_t M = sh.M, C = sh.C;
+  const double eps = numArg(info, 8, "epsilon");
+  requireLen(info[0], M * C, "x");
+  requireLen(info[1], C, "mean");
+  requireLen(info[2], C, "variance");
+  requireLen(info[5], M * C, "y");
+  const float *x = f32(info[0], "x"), *mean = f32(info[1], "mean"), *var = f32(info[2], "variance");
+  const bool hasOffset = !info[3].IsNull() && !info[3].IsUndefined();
+  const bool hasScale = !info[4].IsNull() && !info[4].IsUndefined();
+  if (hasOffset) requireLen(info[3], C, "offset");
+  if (hasScale) requireLen(info[4], C, "scale");
+  const float *offset = hasOffset ? f32(info[3], "offset") : nullptr;
+  const float *scale = hasScale ? f32(info[4], "scale") : nullptr;
+  std::vector<float> k(C), b(C);
+  for (int64_t c = 0; c < C; ++c) {
+    const double kc = (scale ? scale[c] : 1.0) / std::sqrt(double(var[c]) + eps);
+    k[c] = float(kc);
+    b[c] = float((offset ? offset[c] : 0.0) - mean[c] * kc);
+  }
+  affine(x, k.data(), b.data(), f32(info[5], "y"), M, C, false, teamSize(M * C));
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void initBatchNorm(Napi::Env env, Napi::Object exports) {
+  exportFn<BnTrainForward>(env, exports, "bnTrainForward");
+  exportFn<BnTrainBackward>(env, exports, "bnTrainBackward");
+  exportFn<BnInfer>(env, exports, "bnInfer");
+}
+
+}  // namespace rn

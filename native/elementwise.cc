@@ -1,0 +1,281 @@
+// Elementwise and data-movement loops: broadcasting binary ops, the fused residual
+// add+ReLU and its gradient, reductions over a block of contiguous axes, and the strided
+// copies that implement Slice, StridedSlice and Pad.
+//
+// Shapes arrive already reduced by the JS side to a few dims with explicit element
+// strides (0 for a broadcast dim), so one generic loop nest covers every case the model
+// produces, and the innermost dim is a contiguous (or scalar) SIMD loop.
+#include <algorithm>
+#include <cmath>
+
+#include "common.h"
+
+namespace rn {
+namespace {
+
+constexpr int kMaxRank = 6;
+
+struct Dims {
+  int rank = 0;
+  int64_t size[kMaxRank] = {};
+};
+
+std::vector<int64_t> readInts(const Napi::Value &v, const char *what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    throw std::runtime_error(std::string("resnet_native: ") + what + " must be an Int32Array");
+  }
+  auto a = v.As<Napi::Int32Array>();
+  std::vector<int64_t> out(a.ElementLength());
+  for (size_t i = 0; i < out.size(); ++i) out[i] = a[i];
+  return out;
+}
+
+enum Op { kAdd = 0, kSub = 1, kMul = 2, kDiv = 3, kAddRelu = 4, kReluMask = 5, kMax = 6 };
+
+template <int OP>
+inline float apply(float a, float b) {
+  if constexpr (OP == kAdd) return a + b;
+  if constexpr (OP == kSub) return a - b;
+  if constexpr (OP == kMul) return a * b;
+  if constexpr (OP == kDiv) return a / b;
+  if constexpr (OP == kAddRelu) return std::max(a + b, 0.f);
+  if constexpr (OP == kReluMask) return b > 0.f ? a : 0.f;  // a = dy, b = saved relu output
+  if constexpr (OP == kMax) return std::max(a, b);
+  return 0.f;
+}
+
+// out[i] = op(a[i . sa], b[i . sb]) over shape (outer dims flattened by the caller's
+// strides; the last dim is the inner loop).
+template <int OP>
+void binaryLoop(const float *a, const float *b, float *out, const std::vector<int64_t> &shape,
+                const std::vector<int64_t> &sa, const std::vector<int64_t> &sb) {
+  const int rank = int(shape.size());
+  const int64_t inner = shape[rank - 1], ia = sa[rank - 1], ib = sb[rank - 1];
+  int64_t outer = 1;
+  for (int d = 0; d < rank - 1; ++d) outer *= shape[d];
+  const int nt = outer * inner < kParallelMin ? 1 : omp_get_max_threads();
+  // Work items are (outer index, chunk of the inner dim): a same-shape op collapses to a
+  // single dim, which must still be split across the threads.
+  const int64_t chunk = outer >= 4 * nt ? inner : std::max<int64_t>(4096, (inner + 4 * nt - 1) / (4 * nt));
+  const int64_t chunks = (inner + chunk - 1) / chunk;
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t w = 0; w < outer * chunks; ++w) {
+    const int64_t o = w / chunks, j0 = (w % chunks) * chunk, j1 = std::min(inner, j0 + chunk);
+    int64_t rem = o, offA = 0, offB = 0;
+    for (int d = rank - 2; d >= 0; --d) {
+      const int64_t i = rem % shape[d];
+      rem /= shape[d];
+      offA += i * sa[d];
+      offB += i * sb[d];
+    }
+    const float *pa = a + offA, *pb = b + offB;
+    float *po = out + o * inner;
+    if (ia == 1 && ib == 1) {
+#pragma omp simd
+      for (int64_t j = j0; j < j1; ++j) po[j] = apply<OP>(pa[j], pb[j]);
+    } else if (ia == 1 && ib == 0) {
+      const float vb = pb[0];
+#pragma omp simd
+      for (int64_t j = j0; j < j1; ++j) po[j] = apply<OP>(pa[j], vb);
+    } else if (ia == 0 && ib == 1) {
+      const float va = pa[0];
+#pragma omp simd
+      for (int64_t j = j0; j < j1; ++j) po[j] = apply<OP>(va, pb[j]);
+    } else {
+      for (int64_t j = j0; j < j1; ++j) po[j] = apply<OP>(pa[j * ia], pb[j * ib]);
+    }
+  }
+}
+
+// binary(op, a, b, out, shape, aStrides, bStrides)
+Napi::Value Binary(const Napi::CallbackInfo &info) {
+  const int op = int(intArg(info, 0, "op"));
+  const float *a = f32(info[1], "a"), *b = f32(info[2], "b");
+  float *out = f32(info[3], "out");
+  const auto shape = readInts(info[4], "shape"), sa = readInts(info[5], "aStrides"),
+             sb = readInts(info[6], "bStrides");
+  if (shape.empty() || shape.size() != sa.size() || shape.size() != sb.size()) {
+    throw std::runtime_error("resnet_native: binary op shape/stride ranks differ");
+  }
+  int64_t n = 1, lastA = 0, lastB = 0;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    n *= shape[d];
+    lastA += (shape[d] - 1) * sa[d];
+    lastB += (shape[d] - 1) * sb[d];
+  }
+  requireLen(info[3], n, "out");
+  requireLen(info[1], lastA + 1, "a");
+  requireLen(info[2], lastB + 1, "b");
+  switch (op) {
+    case kAdd: binaryLoop<kAdd>(a, b, out, shape, sa, sb); break;
+    case kSub: binaryLoop<kSub>(a, b, out, shape, sa, sb); break;
+    case kMul: binaryLoop<kMul>(a, b, out, shape, sa, sb); break;
+    case kDiv: binaryLoop<kDiv>(a, b, out, shape, sa, sb); break;
+    case kAddRelu: binaryLoop<kAddRelu>(a, b, out, shape, sa, sb); break;
+    case kReluMask: binaryLoop<kReluMask>(a, b, out, shape, sa, sb); break;
+    case kMax: binaryLoop<kMax>(a, b, out, shape, sa, sb); break;
+    default: throw std::runtime_error("resnet_native: unknown binary op " + std::to_string(op));
+  }
+  return info.Env().Undefined();
+}
+
+// relu(x, out, n, alpha): out = x > 0 ? x : alpha * x  (alpha 0: ReLU)
+// step(x, out, n, alpha): out = x > 0 ? 1 : alpha      (tfjs Step, ReLU's derivative)
+template <bool STEP>
+Napi::Value UnaryRelu(const Napi::CallbackInfo &info) {
+  const int64_t n = intArg(info, 2, "n");
+  const float alpha = float(numArg(info, 3, "alpha"));
+  requireLen(info[0], n, "x");
+  requireLen(info[1], n, "out");
+  const float *x = f32(info[0], "x");
+  float *out = f32(info[1], "out");
+  const int nt = n < kParallelMin ? 1 : omp_get_max_threads();
+#pragma omp parallel for simd num_threads(nt) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    if constexpr (STEP) out[i] = x[i] > 0.f ? 1.f : (std::isnan(x[i]) ? x[i] : alpha);
+    else out[i] = x[i] > 0.f ? x[i] : alpha * x[i];
+  }
+  return info.Env().Undefined();
+}
+
+// reduceMiddle(x, out, outer, reduce, inner, mean): x viewed as [outer, reduce, inner],
+// out[o, i] = sum (or mean) over r. Covers Mean/Sum over contiguous axes, e.g. the global
+// average pool (NHWC, axes [1,2]: outer N, reduce H*W, inner C). Sums in double, rows in
+// order, so the result does not depend on the thread count.
+Napi::Value ReduceMiddle(const Napi::CallbackInfo &info) {
+  const int64_t outer = intArg(info, 2, "outer"), red = intArg(info, 3, "reduce"),
+                inner = intArg(info, 4, "inner");
+  const bool mean = info[5].ToBoolean();
+  requireLen(info[0], outer * red * inner, "x");
+  requireLen(info[1], outer * inner, "out");
+  const float *x = f32(info[0], "x");
+  float *out = f32(info[1], "out");
+  const int nt = outer * red * inner < kParallelMin || outer < 2 ? 1 : omp_get_max_threads();
+#pragma omp parallel num_threads(nt)
+  {
+    std::vector<double> acc(inner);
+#pragma omp for schedule(static)
+    for (int64_t o = 0; o < outer; ++o) {
+      std::fill(acc.begin(), acc.end(), 0.0);
+      const float *xo = x + o * red * inner;
+      for (int64_t r = 0; r < red; ++r) {
+        const float *xr = xo + r * inner;
+#pragma omp simd
+        for (int64_t i = 0; i < inner; ++i) acc[i] += xr[i];
+      }
+      const double k = mean ? 1.0 / double(red) : 1.0;
+      for (int64_t i = 0; i < inner; ++i) out[o * inner + i] = float(acc[i] * k);
+    }
+  }
+  return info.Env().Undefined();
+}
+
+// stridedCopy(src, srcOffset, srcStrides, dst, dstOffset, dstStrides, shape):
+// dst[dstOffset + i . dstStrides] = src[srcOffset + i . srcStrides] for i over shape.
+// Slice and StridedSlice gather into a dense dst; Pad scatters into a pre-filled dst.
+Napi::Value StridedCopy(const Napi::CallbackInfo &info) {
+  const float *src = f32(info[0], "src");
+  const int64_t so = intArg(info, 1, "srcOffset");
+  const auto ss = readInts(info[2], "srcStrides");
+  float *dst = f32(info[3], "dst");
+  const int64_t doff = intArg(info, 4, "dstOffset");
+  const auto ds = readInts(info[5], "dstStrides"), shape = readInts(info[6], "shape");
+  const int rank = int(shape.size());
+  if (rank == 0 || int(ss.size()) != rank || int(ds.size()) != rank) {
+    throw std::runtime_error("resnet_native: stridedCopy shape/stride ranks differ");
+  }
+  int64_t n = 1, lastS = so, lastD = doff;
+  for (int d = 0; d < rank; ++d) {
+    if (shape[d] <= 0) return info.Env().Undefined();
+    n *= shape[d];
+    lastS += (shape[d] - 1) * ss[d];
+    lastD += (shape[d] - 1) * ds[d];
+  }
+  if (so < 0 || doff < 0) throw std::runtime_error("resnet_native: stridedCopy negative offset");
+  requireLen(info[0], lastS + 1, "src");
+  requireLen(info[3], lastD + 1, "dst");
+  const int64_t inner = shape[rank - 1], is = ss[rank - 1], id = ds[rank - 1];
+  const int64_t outer = n / inner;
+  const int nt = n < kParallelMin ? 1 : omp_get_max_threads();
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t o = 0; o < outer; ++o) {
+    int64_t rem = o, offS = so, offD = doff;
+    for (int d = rank - 2; d >= 0; --d) {
+      const int64_t i = rem % shape[d];
+      rem /= shape[d];
+      offS += i * ss[d];
+      offD += i * ds[d];
+    }
+    const float *ps = src + offS;
+    float *pd = dst + offD;
+    if (is == 1 && id == 1) {
+      std::copy(ps, ps + inner, pd);
+    } else {
+      for (int64_t j = 0; j < inner; ++j) pd[j * id] = ps[j * is];
+    }
+  }
+  return info.Env().Undefined();
+}
+
+// matmul(a, b, out, batch, M, N, K, aBatch, aM, aK, bBatch, bK, bN): out[batch, M, N] =
+// sum_k a[.., m, k] * b[.., k, n], inputs addressed by element strides (transposes and
+// batch broadcasting are strides). Only the small FC layer uses it, so a plain loop with
+// the output row kept contiguous is enough; k runs in order (deterministic).
+Napi::Value Matmul(const Napi::CallbackInfo &info) {
+  const float *a = f32(info[0], "a"), *b = f32(info[1], "b");
+  float *out = f32(info[2], "out");
+  const int64_t batch = intArg(info, 3, "batch"), M = intArg(info, 4, "M"), N = intArg(info, 5, "N"),
+                K = intArg(info, 6, "K"), aB = intArg(info, 7, "aBatch"), aM = intArg(info, 8, "aM"),
+                aK = intArg(info, 9, "aK"), bB = intArg(info, 10, "bBatch"),
+                bK = intArg(info, 11, "bK"), bN = intArg(info, 12, "bN");
+  if (batch <= 0 || M <= 0 || N <= 0 || K <= 0) return info.Env().Undefined();
+  requireLen(info[2], batch * M * N, "out");
+  requireLen(info[0], (batch - 1) * aB + (M - 1) * aM + (K - 1) * aK + 1, "a");
+  requireLen(info[1], (batch - 1) * bB + (K - 1) * bK + (N - 1) * bN + 1, "b");
+  const int nt = batch * M * N * K < (int64_t(1) << 22) ? 1 : omp_get_max_threads();
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t bm = 0; bm < batch * M; ++bm) {
+    const int64_t bi = bm / M, m = bm % M;
+    float *row = out + bm * N;
+    std::fill(row, row + N, 0.f);
+    const float *arow = a + bi * aB + m * aM;
+    const float *bmat = b + bi * bB;
+    for (int64_t k = 0; k < K; ++k) {
+      const float av = arow[k * aK];
+      const float *brow = bmat + k * bK;
+      if (bN == 1) {
+#pragma omp simd
+        for (int64_t n = 0; n < N; ++n) row[n] += av * brow[n];
+      } else {
+        for (int64_t n = 0; n < N; ++n) row[n] += av * brow[n * bN];
+      }
+    }
+  }
+  return info.Env().Undefined();
+}
+
+// fill(out, value, n)
+Napi::Value Fill(const Napi::CallbackInfo &info) {
+  const int64_t n = intArg(info, 2, "n");
+  requireLen(info[0], n, "out");
+  float *out = f32(info[0], "out");
+  const float v = float(numArg(info, 1, "value"));
+  const int nt = n < kParallelMin ? 1 : omp_get_max_threads();
+#pragma omp parallel for simd num_threads(nt) schedule(static)
+  for (int64_t i = 0; i < n; ++i) out[i] = v;
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void initElementwise(Napi::Env env, Napi::Object exports) {
+  exportFn<Binary>(env, exports, "binary");
+  exportFn<UnaryRelu<false>>(env, exports, "relu");
+  exportFn<UnaryRelu<true>>(env, exports, "step");
+  exportFn<ReduceMiddle>(env, exports, "reduceMiddle");
+  exportFn<StridedCopy>(env, exports, "stridedCopy");
+  exportFn<Fill>(env, exports, "fill");
+  exportFn<Matmul>(env, exports, "matmul");
+}
+
+}  // namespace rn
