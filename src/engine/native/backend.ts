@@ -1,0 +1,153 @@
+// The 'native' tfjs backend: the cpu backend's storage and kernels, with the hot kernels
+// of a ResNet training step replaced by oneDNN primitives and native loops.
+import * as os from 'node:os';
+
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu'; // registers the 'cpu' kernels we start from
+import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
+
+import { convKernels } from './kernels-conv';
+import { elementwiseKernels, meanGradient } from './kernels-elementwise';
+import { fusedGradients, fusedKernels } from './kernels-fused';
+
+export const NATIVE_BACKEND = 'native';
+
+/** Outputs at least this many floats are recycled (smaller ones are cheap to allocate). */
+const POOL_MIN_ELEMENTS = 16384;
+/**
+ * Upper bound on the recycled-but-unused storage kept around. The pool never holds more
+ * than one step's peak of live tensors (it is refilled by the step's own frees), which
+ * for ResNet-110 at batch 128 is ~3 GiB: the bound only guards against pathological
+ * shape churn, and must not be below that peak or every step would fault in fresh pages.
+ */
+const POOL_MAX_BYTES = Math.min(16 * 2 ** 30, os.totalmem() / 2);
+
+type Values = tf.backend_util.BackendValues;
+
+const enum ArrayState {
+  /** Returned by alloc(), not yet the storage of a tensor. */
+  HandedOut,
+  /** The storage of exactly one tensor data entry. */
+  Owned,
+  /** In the free lists, waiting for alloc(). */
+  Pooled,
+}
+
+/**
+ * Storage stays the cpu backend's (typed arrays in backend.data), so every cpu kernel
+ * works unchanged on this backend and native kernels read and write the same arrays.
+ *
+ * Native kernels take their outputs from a pool of recycled Float32Arrays. A fresh large
+ * typed array costs a page fault per 4 KiB on first touch (measured ~5 ms per 8 MiB
+ * activation here, more than the kernel itself), and a training step makes hundreds of
+ * them. A step's tensors are the same shapes every step, so the arrays freed by one step
+ * are exactly the ones the next step needs: memory stays flat.
+ *
+ * Safety: an array is recycled only when the single tensor storage entry owning it is
+ * disposed. Anything that could alias a pooled array is copied instead: cpu kernels that
+ * return views (subarray) or reuse an input array for an output (see write), and arrays
+ * handed out to user code by dataSync()/data() (see readSync).
+ */
+export class NativeBackend extends MathBackendCPU {
+  private readonly pool = new Map<number, Float32Array[]>();
+  private pooledBytes = 0;
+  /** State of every array this pool created. */
+  private readonly state = new WeakMap<Float32Array, ArrayState>();
+  private readonly pooledBuffers = new WeakSet<ArrayBufferLike>();
+
+  /** Storage for a kernel output of n floats. Contents are arbitrary: overwrite all of it. */
+  alloc(n: number): Float32Array {
+    if (n < POOL_MIN_ELEMENTS) return new Float32Array(n);
+    const recycled = this.pool.get(n)?.pop();
+    if (recycled) {
+      this.pooledBytes -= recycled.byteLength;
+      this.state.set(recycled, ArrayState.HandedOut);
+      return recycled;
+    }
+    const fresh = new Float32Array(n);
+    this.pooledBuffers.add(fresh.buffer);
+    this.state.set(fresh, ArrayState.HandedOut);
+    return fresh;
+  }
+
+  override write(values: Values, shape: number[], dtype: tf.DataType): tf.DataId {
+    if (values instanceof Float32Array && this.pooledBuffers.has(values.buffer)) {
+      if (this.state.get(values) === ArrayState.HandedOut) this.state.set(values, ArrayState.Owned);
+      // A view of a pool array, a second owner for one, or one already back in the pool.
+      else values = values.slice();
+    }
+    return super.write(values, shape, dtype);
+  }
+
+  override readSync(dataId: tf.DataId): Values {
+    const v = super.readSync(dataId);
+    // The caller may keep this array after the tensor is gone; never hand out pool memory.
+    return v instanceof Float32Array && this.pooledBuffers.has(v.buffer) ? v.slice() : v;
+  }
+
+  override disposeData(dataId: tf.DataId, force = false): boolean {
+    const values = this.data.get(dataId)?.values;
+    const released = super.disposeData(dataId, force);
+    if (values instanceof Float32Array && !this.data.has(dataId) && this.state.get(values) === ArrayState.Owned) {
+      this.recycle(values);
+    }
+    return released;
+  }
+
+  private recycle(a: Float32Array): void {
+    if (this.pooledBytes + a.byteLength > POOL_MAX_BYTES) {
+      this.state.delete(a); // let GC have it
+      return;
+    }
+    this.state.set(a, ArrayState.Pooled);
+    let list = this.pool.get(a.length);
+    if (!list) this.pool.set(a.length, (list = []));
+    list.push(a);
+    this.pooledBytes += a.byteLength;
+  }
+
+  /** Bytes of recycled storage waiting for reuse (diagnostics, leak tests). */
+  poolBytes(): number {
+    return this.pooledBytes;
+  }
+
+  override dispose(): void {
+    this.pool.clear();
+    this.pooledBytes = 0;
+    super.dispose();
+  }
+}
+
+/** Names of the kernels that run native code on the 'native' backend. */
+export const NATIVE_KERNELS: readonly string[] = Object.keys({
+  ...convKernels,
+  ...fusedKernels,
+  ...elementwiseKernels,
+});
+
+let registered = false;
+
+/** Registers the backend, its kernels and the fused kernels' gradients (idempotent). */
+export function registerNativeBackend(): void {
+  if (registered) return;
+  registered = true;
+  // Priority 0: never picked implicitly, only by tf.setBackend('native').
+  tf.registerBackend(NATIVE_BACKEND, () => new NativeBackend(), 0);
+  const native: Record<string, tf.KernelFunc> = {
+    ...convKernels,
+    ...fusedKernels,
+    ...elementwiseKernels,
+  };
+  for (const k of tf.getKernelsForBackend('cpu')) {
+    if (k.kernelName in native) continue;
+    tf.registerKernel({ ...k, backendName: NATIVE_BACKEND });
+  }
+  for (const [kernelName, kernelFunc] of Object.entries(native)) {
+    tf.registerKernel({ kernelName, backendName: NATIVE_BACKEND, kernelFunc });
+  }
+  // Gradients are registered by kernel name for every backend; these kernels exist only
+  // on 'native', so that is where the gradients can ever run.
+  for (const g of fusedGradients) tf.registerGradient(g);
+  const mean = tf.getGradient('Mean');
+  if (mean) tf.registerGradient(meanGradient(mean));
+}

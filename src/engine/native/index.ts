@@ -1,0 +1,54 @@
+// Entry point of the native (oneDNN) engine.
+import * as tf from '@tensorflow/tfjs-core';
+
+import type { Engine } from '../engine';
+import { loadAddon } from './addon';
+import { NATIVE_BACKEND, NativeBackend, registerNativeBackend } from './backend';
+
+export { NATIVE_BACKEND, NATIVE_KERNELS } from './backend';
+
+/**
+ * Loads the addon (throws a one-line Error if it is not built), registers and activates
+ * the 'native' backend, and returns the Engine description. threads defaults to every core.
+ */
+export async function loadNativeEngine(threads?: number): Promise<Engine> {
+  const addon = loadAddon();
+  const n = threads ?? addon.numProcs();
+  if (!Number.isInteger(n) || n < 1) throw new Error(`native engine: invalid thread count ${n}`);
+  addon.setThreads(n);
+  registerNativeBackend();
+  if (!(await tf.setBackend(NATIVE_BACKEND))) {
+    throw new Error('native engine: tf.setBackend("native") failed');
+  }
+  await tf.ready();
+  return {
+    name: 'native',
+    reason: 'oneDNN addon built (build/Release/resnet_native.node)',
+    version: addon.version(),
+    threads: addon.getThreads(),
+    sgdUpdate(w, g, v, lr, momentum, weightDecay) {
+      const backend = tf.backend();
+      if (!(backend instanceof NativeBackend)) {
+        throw new Error('native engine: sgdUpdate needs the active backend to be "native"');
+      }
+      const values = (t: tf.Tensor, what: string): Float32Array => {
+        const vals = backend.data.get(t.dataId)?.values;
+        if (!(vals instanceof Float32Array)) throw new Error(`native engine: ${what} is not float32`);
+        return vals;
+      };
+      if (w.size !== g.size || w.size !== v.size) {
+        throw new Error(`native engine: sgdUpdate sizes differ (${w.size}, ${g.size}, ${v.size})`);
+      }
+      // In place: the variables' storage is updated without new tensors (no allocation,
+      // nothing for tfjs to track). Callers must not share w's or v's storage elsewhere.
+      loadAddon().sgdUpdate(
+        values(w, 'weights'),
+        values(g, 'gradient'),
+        values(v, 'velocity'),
+        lr,
+        momentum,
+        weightDecay,
+      );
+    },
+  };
+}

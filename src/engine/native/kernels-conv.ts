@@ -1,0 +1,116 @@
+// Conv2D and its two gradients on oneDNN (native/conv.cc). NHWC float32, no dilation;
+// anything else (NCHW, dilations, other dtypes) runs the cpu reference kernel.
+import * as tf from '@tensorflow/tfjs-core';
+
+import { addon, alloc, allF32, type Attrs, type Backend, f32, fallback, need, output, size } from './util';
+
+type ExplicitPad = [[number, number], [number, number], [number, number], [number, number]];
+type Pad = 'valid' | 'same' | number | ExplicitPad;
+type Rounding = 'floor' | 'round' | 'ceil' | undefined;
+
+/** The 15-int geometry native/conv.cc expects, or null when oneDNN cannot express it. */
+function geometry(info: tf.backend_util.Conv2DInfo): Int32Array | null {
+  if (info.dilationHeight !== 1 || info.dilationWidth !== 1) return null;
+  if (info.dataFormat !== 'channelsLast') return null;
+  const { top, left } = info.padInfo;
+  if (top < 0 || left < 0) return null;
+  // oneDNN requires the right/bottom padding to match the output size exactly; tfjs's
+  // 'same' may ask for padding no output uses, so derive it from the output size.
+  const bottom = (info.outHeight - 1) * info.strideHeight + info.filterHeight - info.inHeight - top;
+  const right = (info.outWidth - 1) * info.strideWidth + info.filterWidth - info.inWidth - left;
+  if (bottom < 0 || right < 0) return null;
+  return Int32Array.of(
+    info.batchSize,
+    info.inHeight,
+    info.inWidth,
+    info.inChannels,
+    info.outHeight,
+    info.outWidth,
+    info.outChannels,
+    info.filterHeight,
+    info.filterWidth,
+    info.strideHeight,
+    info.strideWidth,
+    top,
+    left,
+    bottom,
+    right,
+  );
+}
+
+function convInfo(
+  xShape: number[],
+  filterShape: number[],
+  attrs: Attrs,
+  dilations: number | [number, number] = 1,
+): tf.backend_util.Conv2DInfo {
+  const dataFormat = (attrs.dataFormat as 'NHWC' | 'NCHW' | undefined) ?? 'NHWC';
+  return tf.backend_util.computeConv2DInfo(
+    xShape as [number, number, number, number],
+    filterShape as [number, number, number, number],
+    attrs.strides as number | [number, number],
+    dilations,
+    attrs.pad as Pad,
+    attrs.dimRoundingMode as Rounding,
+    false,
+    tf.backend_util.convertConv2DDataFormat(dataFormat),
+  );
+}
+
+const conv2d: tf.KernelFunc = (args) => {
+  const backend = args.backend as Backend;
+  const [x, filter] = need(args.inputs, 'x', 'filter');
+  const attrs = args.attrs ?? {};
+  if (!allF32(backend, x, filter)) return fallback('Conv2D', args);
+  const info = convInfo(x.shape, filter.shape, attrs, attrs.dilations as number | [number, number]);
+  const geom = geometry(info);
+  if (!geom) return fallback('Conv2D', args);
+  const y = alloc(backend, size(info.outShape));
+  addon().convForward(f32(backend, x), f32(backend, filter), y, geom);
+  return output(backend, info.outShape, y);
+};
+
+const conv2dBackpropInput: tf.KernelFunc = (args) => {
+  const backend = args.backend as Backend;
+  const [dy, filter] = need(args.inputs, 'dy', 'filter');
+  const attrs = args.attrs ?? {};
+  if (!allF32(backend, dy, filter)) return fallback('Conv2DBackpropInput', args);
+  const inputShape = attrs.inputShape as number[];
+  const info = convInfo(inputShape, filter.shape, attrs);
+  const geom = geometry(info);
+  if (!geom) return fallback('Conv2DBackpropInput', args);
+  const dx = alloc(backend, size(inputShape));
+  addon().convBackwardData(f32(backend, dy), f32(backend, filter), dx, geom);
+  return output(backend, inputShape, dx);
+};
+
+const conv2dBackpropFilter: tf.KernelFunc = (args) => {
+  const backend = args.backend as Backend;
+  const [x, dy] = need(args.inputs, 'x', 'dy');
+  const attrs = args.attrs ?? {};
+  if (!allF32(backend, x, dy)) return fallback('Conv2DBackpropFilter', args);
+  const filterShape = attrs.filterShape as number[];
+  const info = convInfo(x.shape, filterShape, attrs);
+  const geom = geometry(info);
+  if (!geom) return fallback('Conv2DBackpropFilter', args);
+  const df = alloc(backend, size(filterShape));
+  addon().convBackwardWeights(f32(backend, x), f32(backend, dy), df, geom);
+  return output(backend, filterShape, df);
+};
+
+export const convKernels: Record<string, tf.KernelFunc> = {
+  Conv2D: conv2d,
+  Conv2DBackpropInput: conv2dBackpropInput,
+  Conv2DBackpropFilter: conv2dBackpropFilter,
+};
+
+/** The oneDNN implementations chosen for a conv (bench diagnostics: "ref" would be slow). */
+export function convImplementations(
+  xShape: number[],
+  filterShape: number[],
+  stride: number,
+  pad: Pad,
+): { forward: string; backwardData: string; backwardWeights: string } | null {
+  const geom = geometry(convInfo(xShape, filterShape, { strides: stride, pad }));
+  return geom ? addon().convImplInfo(geom) : null;
+}

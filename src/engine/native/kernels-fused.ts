@@ -1,0 +1,161 @@
+// The model's fused units (see src/engine/ops.ts) and inference batch norm, on native
+// loops (native/batchnorm.cc, native/elementwise.cc), with their gradients.
+import * as tf from '@tensorflow/tfjs-core';
+
+import { ADD_RELU_KERNEL, BN_TRAIN_KERNEL } from '../ops';
+import { BinaryOp } from './addon';
+import { addon, alloc, allF32, type Backend, f32, fallback, need, output, size } from './util';
+
+/** [dx, dgamma, dbeta] of ResnetBatchNormTrain; inputs {dy, x, y, gamma, mean, variance}. */
+export const BN_TRAIN_GRAD_KERNEL = 'ResnetBatchNormTrainGrad';
+/** dx = dy * (y > 0); inputs {dy, y}: the gradient through a ReLU given its output. */
+export const RELU_MASK_GRAD_KERNEL = 'ResnetReluMaskGrad';
+
+function channelsOf(x: tf.TensorInfo): { rows: number; channels: number } {
+  const channels = x.shape[x.shape.length - 1];
+  return { rows: size(x.shape) / channels, channels };
+}
+
+const bnTrain: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+  const b = backend as Backend;
+  const [x, gamma, beta] = need(inputs, 'x', 'gamma', 'beta');
+  const { rows, channels } = channelsOf(x);
+  if (!allF32(b, x, gamma, beta) || size(gamma.shape) !== channels || size(beta.shape) !== channels) {
+    throw new Error(`${BN_TRAIN_KERNEL}: needs float32 x [..., C] and gamma, beta of size C`);
+  }
+  const y = alloc(b, size(x.shape));
+  const mean = new Float32Array(channels);
+  const variance = new Float32Array(channels);
+  addon().bnTrainForward(
+    f32(b, x),
+    f32(b, gamma),
+    f32(b, beta),
+    y,
+    mean,
+    variance,
+    rows,
+    channels,
+    attrs!.epsilon as number,
+    Boolean(attrs!.relu),
+  );
+  return [output(b, x.shape, y), output(b, [channels], mean), output(b, [channels], variance)];
+};
+
+const bnTrainGrad: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+  const b = backend as Backend;
+  const [dy, x, y, gamma, mean, variance] = need(inputs, 'dy', 'x', 'y', 'gamma', 'mean', 'variance');
+  const { rows, channels } = channelsOf(x);
+  const dx = alloc(b, size(x.shape));
+  const dgamma = new Float32Array(channels);
+  const dbeta = new Float32Array(channels);
+  const relu = Boolean(attrs!.relu);
+  addon().bnTrainBackward(
+    f32(b, dy),
+    f32(b, x),
+    relu ? f32(b, y) : null,
+    f32(b, gamma),
+    f32(b, mean),
+    f32(b, variance),
+    dx,
+    dgamma,
+    dbeta,
+    rows,
+    channels,
+    attrs!.epsilon as number,
+    relu,
+  );
+  return [output(b, x.shape, dx), output(b, [channels], dgamma), output(b, [channels], dbeta)];
+};
+
+function sameShapeBinary(op: number, backend: Backend, a: tf.TensorInfo, c: tf.TensorInfo): tf.TensorInfo {
+  const n = size(a.shape);
+  const out = alloc(backend, n);
+  const one = Int32Array.of(1);
+  addon().binary(op, f32(backend, a), f32(backend, c), out, Int32Array.of(n), one, one);
+  return output(backend, a.shape, out);
+}
+
+const addRelu: tf.KernelFunc = ({ inputs, backend }) => {
+  const b = backend as Backend;
+  const [a, other] = need(inputs, 'a', 'b');
+  if (!allF32(b, a, other) || !tf.util.arraysEqual(a.shape, other.shape)) {
+    throw new Error(`${ADD_RELU_KERNEL}: needs two float32 tensors of the same shape`);
+  }
+  return sameShapeBinary(BinaryOp.addRelu, b, a, other);
+};
+
+const reluMaskGrad: tf.KernelFunc = ({ inputs, backend }) =>
+  sameShapeBinary(
+    BinaryOp.reluMask,
+    backend as Backend,
+    ...(need(inputs, 'dy', 'y') as [tf.TensorInfo, tf.TensorInfo]),
+  );
+
+// tfjs FusedBatchNorm (tf.batchNorm): native when the statistics are per channel of the
+// last axis, which is what batchNormInfer passes.
+const fusedBatchNorm: tf.KernelFunc = (args) => {
+  const b = args.backend as Backend;
+  const [x, mean, variance] = need(args.inputs, 'x', 'mean', 'variance');
+  const { offset, scale } = args.inputs;
+  const { rows, channels } = channelsOf(x);
+  const perChannel = [mean, variance, offset, scale].every(
+    (t) => t == null || (t.shape.length <= 1 && size(t.shape) === channels),
+  );
+  if (!perChannel || !allF32(b, x, mean, variance, offset, scale)) {
+    return fallback('FusedBatchNorm', args);
+  }
+  const y = alloc(b, size(x.shape));
+  addon().bnInfer(
+    f32(b, x),
+    f32(b, mean),
+    f32(b, variance),
+    offset ? f32(b, offset) : null,
+    scale ? f32(b, scale) : null,
+    y,
+    rows,
+    channels,
+    (args.attrs?.varianceEpsilon as number | undefined) ?? 0.001,
+  );
+  return output(b, x.shape, y);
+};
+
+export const fusedKernels: Record<string, tf.KernelFunc> = {
+  [BN_TRAIN_KERNEL]: bnTrain,
+  [BN_TRAIN_GRAD_KERNEL]: bnTrainGrad,
+  [ADD_RELU_KERNEL]: addRelu,
+  [RELU_MASK_GRAD_KERNEL]: reluMaskGrad,
+  FusedBatchNorm: fusedBatchNorm,
+};
+
+/**
+ * Gradients of the fused kernels. The BN gradient kernel computes dx, dgamma and dbeta in
+ * one pass over the activations, so it runs once, eagerly, when the tape reaches the node;
+ * the per-input closures only hand out its results (the tape calls each exactly once).
+ */
+export const fusedGradients: tf.GradConfig[] = [
+  {
+    kernelName: BN_TRAIN_KERNEL,
+    inputsToSave: ['x', 'gamma'],
+    outputsToSave: [true, true, true],
+    gradFunc: (dys, saved, attrs) => {
+      // Only y feeds the loss; the mean/variance outputs' dy are unused zeros.
+      const dy = (dys as tf.Tensor[])[0];
+      const [x, gamma, y, mean, variance] = saved;
+      const [dx, dgamma, dbeta] = tf
+        .engine()
+        .runKernel(BN_TRAIN_GRAD_KERNEL, { dy, x, y, gamma, mean, variance }, attrs) as tf.Tensor[];
+      return { x: () => dx, gamma: () => dgamma, beta: () => dbeta };
+    },
+  },
+  {
+    kernelName: ADD_RELU_KERNEL,
+    outputsToSave: [true],
+    gradFunc: (dy, saved) => {
+      const [y] = saved;
+      const g = tf.engine().runKernel(RELU_MASK_GRAD_KERNEL, { dy: dy as tf.Tensor, y }) as tf.Tensor;
+      // Each input gets its own tensor handle (the tape may dispose them independently);
+      // clone shares the storage, it copies nothing.
+      return { a: () => g, b: () => tf.clone(g) };
+    },
+  },
+];

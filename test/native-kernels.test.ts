@@ -1,0 +1,460 @@
+// The native (oneDNN) backend against tfjs's reference 'cpu' kernels: every native kernel
+// forward and through its gradient, on small random tensors (odd batches, non-square maps,
+// stride 2, 1x1 stride 2, 3/16/32 channels), plus memory flatness, fused-kernel use,
+// determinism and the in-place SGD. Skipped (with the reason) when the addon is not built.
+import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { describe, it } from 'node:test';
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+
+import { loadAddon } from '../src/engine/native/addon';
+import * as nativeEngine from '../src/engine/native';
+import { addRelu, batchNormInfer, batchNormTrain, conv2d } from '../src/engine/ops';
+import { CifarNet } from '../src/model/resnet';
+import { Sgd } from '../src/train/sgd';
+import { trainStep } from '../src/train/step';
+
+// Importing the engine's modules loads nothing native; only loadAddon() does.
+let skipReason: string | false = false;
+try {
+  loadAddon();
+} catch (e) {
+  skipReason = `native addon not built: ${(e as Error).message}`;
+}
+const native = () => nativeEngine;
+
+tf.env().set('PROD', true);
+
+/** Deterministic uniform(-1, 1) values. */
+function rand(n: number, seed: number): Float32Array {
+  let s = (seed * 2654435761) >>> 0 || 1;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    out[i] = ((s >>> 0) / 2 ** 32) * 2 - 1;
+  }
+  return out;
+}
+
+const tensor = (shape: number[], seed: number, scale = 1): tf.Tensor =>
+  tf.tensor(
+    rand(
+      shape.reduce((a, b) => a * b, 1),
+      seed,
+    ).map((v) => v * scale),
+    shape,
+  );
+
+async function onBackend(name: string, f: () => tf.Tensor[]): Promise<Float32Array[]> {
+  await tf.setBackend(name);
+  const before = tf.memory().numTensors;
+  const out = tf.tidy(f);
+  const values = out.map((t) => t.dataSync() as Float32Array);
+  tf.dispose(out);
+  assert.equal(tf.memory().numTensors, before, `${name}: the computation leaked tensors`);
+  return values;
+}
+
+/** Runs f on 'cpu' and 'native' and asserts each output agrees within tol * scale. */
+async function agree(label: string, f: () => tf.Tensor[], tol = 1e-4): Promise<void> {
+  const ref = await onBackend('cpu', f);
+  const got = await onBackend('native', f);
+  assert.equal(got.length, ref.length);
+  ref.forEach((r, i) => {
+    assert.equal(got[i].length, r.length, `${label}[${i}]: size`);
+    let scale = 1;
+    for (const v of r) scale = Math.max(scale, Math.abs(v));
+    let worst = 0;
+    for (let j = 0; j < r.length; j++) {
+      assert.ok(Number.isFinite(got[i][j]), `${label}[${i}]: non-finite value at ${j}`);
+      worst = Math.max(worst, Math.abs(got[i][j] - r[j]));
+    }
+    assert.ok(worst <= tol * scale, `${label}[${i}]: max |native - cpu| = ${worst} > ${tol} * ${scale}`);
+  });
+}
+
+/** Value and gradients of sum(f(xs) * r) for a fixed random r, w.r.t. every x. */
+function withGrads(xs: tf.Tensor[], f: (...xs: tf.Tensor[]) => tf.Tensor, seed: number): tf.Tensor[] {
+  const y = f(...xs);
+  const r = tensor(y.shape, seed);
+  const g = tf.grads((...a: tf.Tensor[]) => tf.sum(tf.mul(f(...a), r)))(xs);
+  return [y, ...g];
+}
+
+describe('native kernels vs cpu', { skip: skipReason }, () => {
+  it('registers and selects the native backend', async () => {
+    const engine = await native().loadNativeEngine(2);
+    assert.equal(engine.name, 'native');
+    assert.equal(engine.threads, 2);
+    assert.match(engine.version, /^oneDNN \d+\.\d+\.\d+ \(ISA \w+\)$/);
+    assert.equal(tf.getBackend(), 'native');
+    // every cpu kernel is available on native too
+    for (const k of tf.getKernelsForBackend('cpu')) {
+      assert.ok(tf.getKernel(k.kernelName, 'native'), `kernel ${k.kernelName} missing on native`);
+    }
+  });
+
+  // [batch, height, width, in, out, kernel, stride]
+  const convCases: [number, number, number, number, number, 1 | 3, 1 | 2][] = [
+    [3, 7, 9, 3, 16, 3, 1],
+    [5, 8, 8, 16, 16, 3, 1],
+    [3, 8, 6, 16, 32, 3, 2],
+    [5, 7, 9, 16, 32, 3, 2],
+    [3, 8, 8, 16, 32, 1, 2],
+    [5, 7, 5, 3, 16, 1, 2],
+  ];
+  for (const [n, h, w, cin, cout, k, s] of convCases) {
+    it(`conv2d ${k}x${k} stride ${s} [${n},${h},${w},${cin}] -> ${cout}: forward, dx, dw`, async () => {
+      await agree('conv', () =>
+        withGrads(
+          [tensor([n, h, w, cin], 1), tensor([k, k, cin, cout], 2, 0.3)],
+          (x, f) => conv2d(x as tf.Tensor4D, f as tf.Tensor4D, s),
+          3,
+        ),
+      );
+    });
+  }
+
+  for (const pad of ['same', 'valid'] as const) {
+    it(`conv2d with '${pad}' padding, stride 2, odd map`, async () => {
+      await agree('conv', () =>
+        withGrads(
+          [tensor([3, 9, 7, 16], 4), tensor([3, 3, 16, 32], 5, 0.3)],
+          (x, f) => tf.conv2d(x as tf.Tensor4D, f as tf.Tensor4D, 2, pad),
+          6,
+        ),
+      );
+    });
+  }
+
+  it('conv2d with dilation falls back to the cpu kernel and still agrees', async () => {
+    await agree('dilated conv', () => [
+      tf.conv2d(tensor([2, 9, 9, 3], 7) as tf.Tensor4D, tensor([3, 3, 3, 4], 8) as tf.Tensor4D, 1, 'same', 'NHWC', 2),
+    ]);
+  });
+
+  for (const relu of [true, false]) {
+    for (const shape of [
+      [3, 7, 9, 16],
+      [5, 4, 4, 3],
+      [3, 5, 3, 32],
+    ]) {
+      it(`batchNormTrain relu=${relu} [${shape}]: y, mean, variance, dx, dgamma, dbeta`, async () => {
+        const c = shape[3];
+        await agree(
+          'bn',
+          () => {
+            const x = tensor(shape, 9, 2).add(0.5);
+            const gamma = tensor([c], 10).add(1.5);
+            const beta = tensor([c], 11);
+            const out = batchNormTrain(x as tf.Tensor4D, gamma as tf.Tensor1D, beta as tf.Tensor1D, relu);
+            const grads = withGrads(
+              [x, gamma, beta],
+              (a, g, b) => batchNormTrain(a as tf.Tensor4D, g as tf.Tensor1D, b as tf.Tensor1D, relu).y,
+              12,
+            );
+            return [out.mean, out.variance, ...grads];
+          },
+          2e-4,
+        );
+      });
+    }
+  }
+
+  it('batchNormInfer (FusedBatchNorm) with and without ReLU', async () => {
+    await agree('bn infer', () => {
+      const x = tensor([3, 5, 7, 16], 13);
+      const [g, b, m] = [14, 15, 16].map((s) => tensor([16], s));
+      const v = tensor([16], 17).abs().add(0.5);
+      return [true, false].map((relu) =>
+        batchNormInfer(x as tf.Tensor4D, g as tf.Tensor1D, b as tf.Tensor1D, m as tf.Tensor1D, v as tf.Tensor1D, relu),
+      );
+    });
+  });
+
+  it('addRelu forward and gradients', async () => {
+    await agree('addRelu', () =>
+      withGrads(
+        [tensor([3, 5, 7, 16], 18), tensor([3, 5, 7, 16], 19)],
+        (a, b) => addRelu(a as tf.Tensor4D, b as tf.Tensor4D),
+        20,
+      ),
+    );
+  });
+
+  it('broadcasting add, sub, mul, div and their gradients', async () => {
+    const pairs: [number[], number[]][] = [
+      [
+        [3, 5, 7, 6],
+        [3, 5, 7, 6],
+      ],
+      [[3, 5, 7, 6], [6]],
+      [
+        [3, 1, 1, 6],
+        [3, 5, 7, 6],
+      ],
+      [[5, 10], [10]],
+      [[3, 5, 7, 6], []],
+    ];
+    for (const [sa, sb] of pairs) {
+      await agree(`binary ${sa} ${sb}`, () => {
+        const a = tensor(sa, 21);
+        const b = tensor(sb, 22).abs().add(0.5);
+        return [
+          ...withGrads([a, b], (p, q) => tf.add(p, q), 23),
+          ...withGrads([a, b], (p, q) => tf.sub(p, q), 24),
+          ...withGrads([a, b], (p, q) => tf.mul(p, q), 25),
+          ...withGrads([a, b], (p, q) => tf.div(p, q), 26),
+        ];
+      });
+    }
+  });
+
+  it('matMul (BatchMatMul) with transposes and batch broadcasting, and its gradients', async () => {
+    await agree('matmul', () => [
+      ...withGrads([tensor([5, 7], 51), tensor([7, 3], 52)], (a, b) => tf.matMul(a, b), 53),
+      ...withGrads([tensor([7, 5], 54), tensor([3, 7], 55)], (a, b) => tf.matMul(a, b, true, true), 56),
+      // (tfjs's own BatchMatMul gradient rejects a broadcast batch: forward only)
+      tf.matMul(tensor([2, 5, 7], 57), tensor([7, 3], 58)),
+      ...withGrads([tensor([4, 5, 7], 60), tensor([4, 3, 7], 61)], (a, b) => tf.matMul(a, b, false, true), 62),
+    ]);
+  });
+
+  it('relu and its gradient (Step)', async () => {
+    await agree('relu', () => withGrads([tensor([5, 7, 9, 16], 27)], (x) => tf.relu(x), 28));
+  });
+
+  it('mean and sum over contiguous axes, with gradients (global average pool)', async () => {
+    await agree('reduce', () => {
+      const x = tensor([5, 4, 3, 16], 29);
+      return [
+        ...withGrads([x], (t) => tf.mean(t, [1, 2]), 30),
+        ...withGrads([x], (t) => tf.sum(t, 0), 31),
+        ...withGrads([x], (t) => tf.sum(t, -1, true), 32),
+        tf.mean(x, [0, 1, 2, 3]),
+      ];
+    });
+  });
+
+  it('option-A shortcut (reshape, slice, pad) and its gradient', async () => {
+    await agree('shortcut', () =>
+      withGrads(
+        [tensor([3, 8, 6, 16], 33)],
+        (x) => {
+          const [n, h, w, c] = x.shape;
+          const pairs = tf.reshape(x, [n, h / 2, 2, w / 2, 2 * c]);
+          const sub = tf.reshape(tf.slice(pairs, [0, 0, 0, 0, 0], [n, h / 2, 1, w / 2, c]), [n, h / 2, w / 2, c]);
+          return tf.pad(sub, [
+            [0, 0],
+            [0, 0],
+            [0, 0],
+            [8, 8],
+          ]);
+        },
+        34,
+      ),
+    );
+  });
+
+  it('slice, strided slice and pad with a constant', async () => {
+    await agree('slicing', () => {
+      const x = tensor([5, 7, 9, 6], 35);
+      return [
+        tf.slice(x, [1, 2, 0, 1], [3, 4, 9, 4]),
+        tf.stridedSlice(x, [0, 0, 0, 0], [5, 7, 9, 6], [1, 2, 2, 1]),
+        tf.stridedSlice(x, [1, 1, 0, 0], [4, 7, 9, 6], [2, 3, 1, 2]),
+        tf.stridedSlice(x, [0, 0, 0, 0], [5, 7, 9, 6], [1, -1, 1, 1]),
+        tf.pad(
+          x,
+          [
+            [0, 1],
+            [2, 0],
+            [1, 1],
+            [0, 3],
+          ],
+          1.5,
+        ),
+      ];
+    });
+  });
+
+  it('a small residual net (conv, BN+ReLU, option A, pool, FC, loss): loss and all gradients', async () => {
+    const params = () => ({
+      w1: tensor([3, 3, 3, 16], 40, 0.3),
+      w2: tensor([3, 3, 16, 32], 41, 0.15),
+      w3: tensor([3, 3, 32, 32], 42, 0.1),
+      g1: tensor([16], 43).add(1),
+      b1: tensor([16], 44),
+      g2: tensor([32], 45).add(1),
+      b2: tensor([32], 46),
+      g3: tensor([32], 47).add(1),
+      b3: tensor([32], 48),
+      fc: tensor([32, 10], 49, 0.2),
+    });
+    const forward = (x: tf.Tensor, p: Record<string, tf.Tensor>) => {
+      const t4 = (t: tf.Tensor) => t as tf.Tensor4D;
+      const t1 = (t: tf.Tensor) => t as tf.Tensor1D;
+      const h = batchNormTrain(conv2d(t4(x), t4(p.w1), 1), t1(p.g1), t1(p.b1), true).y;
+      const r = batchNormTrain(conv2d(h, t4(p.w2), 2), t1(p.g2), t1(p.b2), true).y;
+      const f = batchNormTrain(conv2d(r, t4(p.w3), 1), t1(p.g3), t1(p.b3), false).y;
+      const [n, hh, ww, c] = h.shape;
+      const pairs = tf.reshape(h, [n, hh / 2, 2, ww / 2, 2 * c]);
+      const sub = tf.reshape(tf.slice(pairs, [0, 0, 0, 0, 0], [n, hh / 2, 1, ww / 2, c]), [n, hh / 2, ww / 2, c]);
+      const short = tf.pad(sub, [
+        [0, 0],
+        [0, 0],
+        [0, 0],
+        [8, 8],
+      ]) as tf.Tensor4D;
+      const pooled = tf.mean(addRelu(f, short), [1, 2]) as tf.Tensor2D;
+      const logits = tf.matMul(pooled, p.fc as tf.Tensor2D);
+      return tf.losses.softmaxCrossEntropy(tf.oneHot(tf.tensor1d([1, 4, 9, 0, 3], 'int32'), 10), logits);
+    };
+    await agree(
+      'net',
+      () => {
+        const x = tensor([5, 8, 6, 3], 50);
+        const p = params();
+        const names = Object.keys(p);
+        const { value, grads } = tf.tidy(() => {
+          const vars = names.map((k) => tf.variable(p[k as keyof typeof p], true, `net-${k}-${tf.getBackend()}`));
+          const r = tf.variableGrads(
+            () => forward(x, Object.fromEntries(names.map((k, i) => [k, vars[i]]))) as tf.Scalar,
+            vars,
+          );
+          const out = { value: r.value, grads: vars.map((v) => r.grads[v.name]) };
+          tf.dispose(vars);
+          return out;
+        });
+        return [value, ...grads];
+      },
+      2e-4,
+    );
+  });
+});
+
+describe('native engine behaviour', { skip: skipReason }, () => {
+  it('uses the fused kernels on native', async () => {
+    await native().loadNativeEngine(2);
+    const x = tf.variable(tensor([3, 6, 6, 16], 60));
+    const w = tf.variable(tensor([3, 3, 16, 16], 61, 0.2));
+    const gamma = tf.variable(tf.ones([16]));
+    const beta = tf.variable(tf.zeros([16]));
+    const prof = await tf.profile(() => {
+      const { value, grads } = tf.variableGrads(() => {
+        const y = batchNormTrain(
+          conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1),
+          gamma as tf.Tensor1D,
+          beta as tf.Tensor1D,
+          false,
+        ).y;
+        return tf.sum(addRelu(y, x as tf.Tensor4D)) as tf.Scalar;
+      });
+      tf.dispose([value, ...Object.values(grads)]);
+    });
+    const names = new Set(prof.kernels.map((k) => k.name));
+    for (const k of [
+      'Conv2D',
+      'Conv2DBackpropInput',
+      'Conv2DBackpropFilter',
+      'ResnetBatchNormTrain',
+      'ResnetBatchNormTrainGrad',
+      'ResnetAddRelu',
+      'ResnetReluMaskGrad',
+    ]) {
+      assert.ok(names.has(k), `kernel ${k} not used (used: ${[...names].join(', ')})`);
+    }
+    tf.dispose([x, w, gamma, beta]);
+  });
+
+  async function smallTraining(steps: number) {
+    const engine = await native().loadNativeEngine(2);
+    const net = new CifarNet({ depth: 8, plain: false, shortcut: 'A' }, 3);
+    const sgd = new Sgd(net.params, (n: string) => net.decayed(n), { momentum: 0.9, weightDecay: 1e-4 }, engine);
+    const x = rand(4 * 32 * 32 * 3, 70);
+    const labels = Int32Array.from([1, 5, 7, 2]);
+    const losses: number[] = [];
+    const tensors: number[] = [];
+    const pool: number[] = [];
+    for (let i = 0; i < steps; i++) {
+      losses.push(trainStep(net, sgd, x, labels, 0.05).loss);
+      tensors.push(tf.memory().numTensors);
+      pool.push((tf.backend() as unknown as { poolBytes(): number }).poolBytes());
+    }
+    sgd.dispose();
+    net.dispose();
+    return { losses, tensors, pool };
+  }
+
+  it('training steps keep the tensor count and the storage pool flat, and learn', async () => {
+    const { losses, tensors, pool } = await smallTraining(6);
+    assert.ok(
+      tensors.every((n) => n === tensors[1]),
+      `tensor counts drift: ${tensors}`,
+    );
+    assert.ok(
+      pool.slice(2).every((b) => b === pool[2]),
+      `pool grows: ${pool}`,
+    );
+    assert.ok(losses.every(Number.isFinite), `losses: ${losses}`);
+    assert.ok(losses[5] < losses[0], `repeating one batch should lower its loss: ${losses}`);
+  });
+
+  it('is deterministic: the same steps give bit-identical losses', async () => {
+    const a = await smallTraining(3);
+    const b = await smallTraining(3);
+    assert.deepEqual(a.losses, b.losses);
+  });
+
+  it('sgdUpdate updates weights and velocity in place', async () => {
+    const engine = await native().loadNativeEngine(2);
+    const w0 = rand(40000, 80);
+    const g0 = rand(40000, 81);
+    const v0 = rand(40000, 82);
+    // tf.tensor keeps the typed array it is given as storage: pass copies.
+    const w = tf.variable(tf.tensor(w0.slice()));
+    const v = tf.variable(tf.tensor(v0.slice()));
+    const g = tf.tensor(g0);
+    engine.sgdUpdate!(w, g, v, 0.1, 0.9, 1e-4);
+    const wd = w.dataSync();
+    const vd = v.dataSync();
+    for (let i = 0; i < w0.length; i++) {
+      const vi = Math.fround(0.9 * v0[i] + (g0[i] + 1e-4 * w0[i]));
+      assert.ok(Math.abs(vd[i] - vi) <= 1e-6, `v[${i}]`);
+      assert.ok(Math.abs(wd[i] - (w0[i] - 0.1 * vi)) <= 1e-6, `w[${i}]`);
+    }
+    tf.dispose([w, v, g]);
+  });
+
+  it('arrays returned by dataSync stay valid after the tensor is disposed and storage reused', async () => {
+    await native().loadNativeEngine(2);
+    const a = tf.tensor(rand(40000, 90));
+    const b = tf.tensor(rand(40000, 91));
+    const sum = tf.add(a, b);
+    const read = sum.dataSync();
+    const copy = Float32Array.from(read);
+    sum.dispose();
+    const again = tf.mul(a, b); // reuses the pooled storage of `sum`
+    assert.deepEqual(read, copy);
+    tf.dispose([a, b, again]);
+  });
+
+  it('a missing or broken addon is a one-line error that says how to build it', async () => {
+    assert.throws(
+      () => loadAddon('/nonexistent/resnet_native.node'),
+      (e: Error) => !e.message.includes('\n') && /npm run build:native/.test(e.message),
+    );
+    const bogus = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'native-test-')), 'bogus.node');
+    fs.writeFileSync(bogus, 'not a shared object');
+    assert.throws(
+      () => loadAddon(bogus),
+      (e: Error) => !e.message.includes('\n') && /cannot be loaded/.test(e.message),
+    );
+    fs.rmSync(path.dirname(bogus), { recursive: true, force: true });
+  });
+});
