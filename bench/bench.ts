@@ -8,17 +8,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { TrainBatches } from '../src/data/batches';
 import { loadCifar10, pixelMean, type Cifar10Split } from '../src/data/cifar10';
-import { median } from './train-throughput';
+import { arg, median } from './train-throughput';
 
 const ROOT = path.resolve(__dirname, '..');
 const TORCH_SCRIPT = path.resolve(ROOT, '../shared/bench/torch_cifar_resnet.py');
 const PYTHON = '/usr/bin/python3';
 const DATA = path.resolve(ROOT, '../shared/cifar-10-batches-bin');
 
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : fallback;
-}
 const rounds = Number(arg('rounds', '3'));
 const steps = arg('steps', '10');
 const threads = arg('threads', '2');
@@ -155,6 +151,13 @@ function main(): void {
   const widths = header.map((_, c) => Math.max(...rows.map((r) => r[c].length)));
   for (const r of rows) console.log(r.map((cell, c) => cell.padStart(widths[c])).join('  '));
   console.log('\n' + pipeline());
+  if (engines.includes('native')) {
+    const p = spawnSync(process.execPath, ['--import', 'tsx', path.join(__dirname, 'profile.ts'), '--depth', '20'], {
+      cwd: ROOT,
+      encoding: 'utf8',
+    });
+    console.log('\n' + (p.stdout.trim() || p.stderr.trim()));
+  }
   if (failures.length) console.log(`\nfailed measurements:\n  ${[...new Set(failures)].join('\n  ')}`);
 }
 

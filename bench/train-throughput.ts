@@ -11,7 +11,7 @@ import { summarize } from '../src/model/summary';
 import { Sgd } from '../src/train/sgd';
 import { trainStep } from '../src/train/step';
 
-function arg(name: string, fallback: string): string {
+export function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : fallback;
 }
@@ -22,6 +22,15 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
+/** Reproducible CIFAR-shaped noise (mean-subtracted pixel scale) and labels. */
+export function randomBatch(batch: number): { x: Float32Array; labels: Int32Array } {
+  let s = 12345;
+  const rnd = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32;
+  const x = new Float32Array(batch * 32 * 32 * 3).map(() => rnd() * 100 - 50);
+  const labels = new Int32Array(batch).map(() => Math.floor(rnd() * 10));
+  return { x, labels };
+}
+
 async function main(): Promise<void> {
   const cfg = { depth: Number(arg('depth', '20')), plain: process.argv.includes('--plain'), shortcut: 'A' as const };
   const steps = Number(arg('steps', '10'));
@@ -30,10 +39,7 @@ async function main(): Promise<void> {
   const engine = await selectEngine(parseEngineChoice(arg('engine', 'native')), Number(arg('threads', '2')));
   const net = new CifarNet(cfg, 1);
   const sgd = new Sgd(net.params, (n) => net.decayed(n), { momentum: 0.9, weightDecay: 1e-4 }, engine);
-  let s = 12345;
-  const rnd = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32;
-  const x = new Float32Array(batch * 32 * 32 * 3).map(() => rnd() * 100 - 50);
-  const labels = new Int32Array(batch).map(() => Math.floor(rnd() * 10));
+  const { x, labels } = randomBatch(batch);
 
   const times: number[] = [];
   let tensorsAfterWarmup = 0;
