@@ -191,16 +191,21 @@ function colourFor(depths: number[]): (depth: number) => string {
 
 /**
  * 0-20 % as in the paper, which cuts off the start (every net begins near 90 %) and
- * the noisy first learning-rate phase. Short or unfinished runs may never get
- * below 20 %; then the range is widened to hold the second half of every curve.
+ * the noisy first learning-rate phase. Short or unfinished runs may never get below
+ * 20 % in their second half; then clipping would hide what they show, and the range
+ * holds every point.
  */
 function yMax(curves: { error: number }[][]): number {
-  let max = 0;
+  let late = 0;
+  let all = 0;
   for (const c of curves) {
-    for (const p of c.slice(Math.floor(c.length / 2))) max = Math.max(max, p.error);
+    c.forEach((p, i) => {
+      all = Math.max(all, p.error);
+      if (i >= Math.floor(c.length / 2)) late = Math.max(late, p.error);
+    });
   }
-  if (max <= PAPER_Y_MAX) return PAPER_Y_MAX;
-  return Math.min(100, Math.ceil((max * 1.05) / 10) * 10);
+  if (late <= PAPER_Y_MAX) return PAPER_Y_MAX;
+  return Math.min(100, Math.ceil((all * 1.02) / 10) * 10);
 }
 
 /** The vega-lite spec of the figure (exported so tests can check the plotted data). */
