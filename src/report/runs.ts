@@ -4,21 +4,10 @@
 // should stop a report, so a bad run becomes one warning line and is skipped.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import type { Row } from '../train/trainer';
 
-/** One row of metrics.csv. Errors are in percent. */
-export interface MetricsRow {
-  iteration: number;
-  epoch: number;
-  lr: number;
-  /** Mean over the mini-batches since the previous row (the paper's dashed curves). */
-  trainLoss: number;
-  trainError: number;
-  testError: number;
-  /** null when the run has no validation split (empty cell). */
-  valError: number | null;
-  elapsedS: number;
-  imagesPerS: number;
-}
+/** One row of metrics.csv, as the training loop makes it. Errors are in percent. */
+export type MetricsRow = Row;
 
 export interface RunRecord {
   /** Absolute path of the run directory. */

@@ -39,13 +39,16 @@ export function initialLoopState(schedule: ScheduleConfig): LoopState {
   };
 }
 
+/** One evaluation: a row of metrics.csv. Errors in percent. */
 export interface Row {
   iteration: number;
   epoch: number;
   lr: number;
+  /** Mean over the mini-batches since the previous row (the paper's dashed curves). */
   trainLoss: number;
   trainError: number;
   testError: number;
+  /** null without a validation split (an empty cell). */
   valError: number | null;
   elapsedS: number;
   imagesPerS: number;
