@@ -20,7 +20,6 @@ import {
   type Recipe,
   type RunSettings,
 } from '../experiment/settings';
-import { blocksPerStage } from '../model/resnet';
 import { formatSummary, summarize } from '../model/summary';
 import { compareRuns, formatCompare } from '../report/compare';
 import { plotFig6 } from '../report/plot';
@@ -200,7 +199,6 @@ export function buildProgram(): Command {
     .option('--shortcut <A|B>', 'shortcut option', 'A')
     .action((o: { depth: string; plain?: boolean; shortcut: string }) => {
       const depth = integer('--depth', o.depth, 1);
-      blocksPerStage(depth);
       process.stdout.write(
         formatSummary(summarize({ depth, plain: o.plain === true, shortcut: parseShortcut(o.shortcut) })) + '\n',
       );

@@ -39,8 +39,6 @@ export function trainStep(net: CifarNet, sgd: Sgd, x: Float32Array, labels: Int3
   const batch = labels.length;
   const stats: BatchStats[] = [];
   let logits: tf.Tensor2D | undefined;
-  const names = new Map<string, string>();
-  for (const [name, v] of net.params) names.set(v.name, name);
 
   const { value, grads } = tf.variableGrads(() => {
     const input = tf.tensor4d(x, [batch, ...IMAGE_SHAPE]);
@@ -55,7 +53,7 @@ export function trainStep(net: CifarNet, sgd: Sgd, x: Float32Array, labels: Int3
   }, [...net.params.values()]);
 
   const byName = new Map<string, tf.Tensor>();
-  for (const [varName, g] of Object.entries(grads)) byName.set(names.get(varName) as string, g);
+  for (const [name, v] of net.params) byName.set(name, grads[v.name]);
   sgd.step(byName, lr);
 
   updateRunningStats(net, stats);
