@@ -4,7 +4,8 @@
 // Each distinct geometry builds its primitives once (creating a primitive JIT-compiles
 // code, far too slow to do per call) and caches them with the memory objects around them;
 // a call only re-points those memory objects at the JS typed arrays and executes.
-// Activations are used in place in the user's nhwc layout. Filters are reordered to the
+// Activations are used in place in the user's nhwc layout, except for the Winograd convs
+// below, which reorder them in and out of a blocked layout. Filters are reordered to the
 // layout the primitive prefers (they are small), and weight gradients back to hwio.
 #include <array>
 #include <memory>
@@ -68,54 +69,131 @@ dnnl::primitive_attr userScratchpad() {
   return attr;
 }
 
-dnnl::convolution_forward::primitive_desc forwardPd(const Descs &d) {
-  auto desc = dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training,
-                                              dnnl::algorithm::convolution_direct, d.src, d.wAny,
-                                              d.dst, d.strides, d.padL, d.padR);
+// Winograd F(4x4, 3x3) for the 3x3 stride-1 convs with >= 64 channels in and out (stage 3
+// of the CIFAR nets: 8x8 maps). oneDNN's Winograd kernels need the blocked nChw16c layout,
+// yet even with a reorder of each activation in and out they take about a third less time
+// than the direct nhwc kernels in all three passes (measured at batch 128 on this machine's
+// AVX-512 cores: 7.7 vs 11.5 ms per conv, forward + both backward). At 16 and 32 channels
+// they do not pay (3x slower and even, respectively), so those stay direct. A fixed rule of
+// the geometry, so a run always takes the same kernels and stays reproducible.
+bool winogradShape(const Geom &g) {
+  const bool k3s1 = g[7] == 3 && g[8] == 3 && g[9] == 1 && g[10] == 1;
+  const bool pad1 = g[11] == 1 && g[12] == 1 && g[13] == 1 && g[14] == 1;
+  return k3s1 && pad1 && g[3] >= 64 && g[6] >= 64 && g[3] % 16 == 0 && g[6] % 16 == 0;
+}
+
+// What the three passes of one geometry are built on: the algorithm and, for every tensor,
+// the type and layout inside the primitive (the user's are always f32 nhwc / hwio).
+struct Plan {
+  dnnl::algorithm alg;
+  memory::desc src, dst, diffSrc, diffDst;
+  dt weights;  // filter type for forward and backward data; weight gradients stay f32
+  bool bf16;
+};
+
+Plan directF32(const Descs &d) {
+  return {dnnl::algorithm::convolution_direct, d.src, d.dst, d.src, d.dst, dt::f32, false};
+}
+
+memory::desc withWeights(const Descs &d, dt t) { return memory::desc(d.wAny.dims(), t, tag::any); }
+
+dnnl::convolution_forward::primitive_desc forwardPd(const Descs &d, const Plan &p) {
+  auto desc = dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, p.alg, p.src,
+                                              withWeights(d, p.weights), p.dst, d.strides,
+                                              d.padL, d.padR);
   return dnnl::convolution_forward::primitive_desc(desc, userScratchpad(), cpuEngine());
 }
 
-// Memory for the filter in the primitive's layout plus the reorder between it and the
-// user's hwio buffer; a no-op pair when the primitive already takes hwio.
-struct WeightsBridge {
+// --precision bf16 (setConvPrecision): the convolutions multiply bf16 copies of their
+// inputs (activations, filters, incoming gradients) and accumulate and write f32, so the
+// rest of the step -- batch norm, the loss, the f32 master weights and SGD -- is unchanged.
+// On this machine's AMX cores oneDNN 2.6's bf16 kernels, reorders included, take a quarter
+// to a half of the f32 time for forward and backward data (stage 1: 1.8 vs 4.1 ms forward,
+// 2.2 vs 4.6 backward data, batch 128), but its bf16 backward-weights kernel is slower than
+// f32 on the 8x8 maps of stage 3 (4.5-10 vs 2.2-2.9 ms) and on the 3-channel stem, so those
+// passes stay f32 -- a fixed rule of the geometry, like the Winograd one. So does any
+// geometry whose bf16 forward kernel would be oneDNN's slow reference code.
+bool gBf16 = false;
+
+enum class Pass { forward, backwardData, backwardWeights };
+
+bool bf16Pays(const Geom &g, Pass pass) {
+  if (!gBf16) return false;
+  if (pass == Pass::backwardWeights) return g[3] >= 16 && g[4] * g[5] >= 16 * 16;
+  return true;
+}
+
+bool fastImpl(const std::string &impl) { return impl.find("ref") == std::string::npos; }
+
+Plan planFor(const Geom &g, const Descs &d, Pass pass) {
+  const Plan direct = directF32(d);
+  if (bf16Pays(g, pass)) {
+    const memory::desc srcB(d.src.dims(), dt::bf16, tag::nhwc), dstB(d.dst.dims(), dt::bf16, tag::nhwc);
+    const Plan bf{dnnl::algorithm::convolution_direct, srcB, d.dst, d.src, dstB, dt::bf16, true};
+    try {
+      if (fastImpl(forwardPd(d, bf).impl_info_str())) return bf;
+    } catch (const dnnl::error &) {
+    }
+    return direct;
+  }
+  if (!winogradShape(g)) return direct;
+  const memory::desc srcW(d.src.dims(), dt::f32, tag::nChw16c), dstW(d.dst.dims(), dt::f32, tag::nChw16c);
+  const Plan wino{dnnl::algorithm::convolution_winograd, srcW, dstW, srcW, dstW, dt::f32, false};
+  try {
+    forwardPd(d, wino);  // CPUs without oneDNN's Winograd kernels (no AVX-512) refuse it
+    return wino;
+  } catch (const dnnl::error &) {
+    return direct;
+  }
+}
+
+// A tensor in the user's layout (nhwc activations, hwio filters) seen by a primitive that
+// wants another layout: memory in the primitive's layout, owned and allocated once, and
+// the reorder between the two. A no-op pair when the layouts are the same.
+struct LayoutBridge {
   memory user, internal;
-  dnnl::reorder toInternal, toUser;
+  dnnl::reorder reorder;
   bool needed = false;
 
-  void init(const memory::desc &userMd, const memory::desc &primMd, bool fromUser) {
+  // intoPrimitive: the tensor is an input of the primitive (user -> internal), else an
+  // output (internal -> user).
+  void init(const memory::desc &userMd, const memory::desc &primMd, bool intoPrimitive) {
     auto &eng = cpuEngine();
     user = memory(userMd, eng, nullptr);
     needed = !(userMd == primMd);
     if (needed) {
-      internal = memory(primMd, eng);  // owned by oneDNN, allocated once
-      if (fromUser) toInternal = dnnl::reorder(user, internal);
-      else toUser = dnnl::reorder(internal, user);
+      internal = memory(primMd, eng);
+      reorder = intoPrimitive ? dnnl::reorder(user, internal) : dnnl::reorder(internal, user);
     } else {
       internal = user;
     }
+  }
+  void bind(void *data) { user.set_data_handle(data); }
+  void in(dnnl::stream &s) {
+    if (needed) reorder.execute(s, user, internal);
+  }
+  void out(dnnl::stream &s) {
+    if (needed) reorder.execute(s, internal, user);
   }
 };
 
 struct ConvFwd {
   dnnl::convolution_forward prim;
-  memory src, dst;
-  WeightsBridge w;
+  LayoutBridge src, w, dst;
   memory::desc scratch;
   std::string impl;
 };
 
 struct ConvBwdData {
   dnnl::convolution_backward_data prim;
-  memory diffDst, diffSrc;
-  WeightsBridge w;
+  LayoutBridge diffDst, w, diffSrc;
   memory::desc scratch;
   std::string impl;
 };
 
 struct ConvBwdWeights {
   dnnl::convolution_backward_weights prim;
-  memory src, diffDst;
-  WeightsBridge dw;
+  LayoutBridge src, diffDst, dw;
   memory::desc scratch;
   std::string impl;
 };
@@ -123,63 +201,76 @@ struct ConvBwdWeights {
 template <typename T>
 using Cache = std::unordered_map<Geom, std::unique_ptr<T>, GeomHash>;
 
+// One cache per precision: switching precision never reuses the other's primitives.
+template <typename T>
+Cache<T> &cacheFor() {
+  static Cache<T> caches[2];
+  return caches[gBf16 ? 1 : 0];
+}
+
 ConvFwd &getFwd(const Geom &g) {
-  static Cache<ConvFwd> cache;
+  auto &cache = cacheFor<ConvFwd>();
   auto it = cache.find(g);
   if (it != cache.end()) return *it->second;
   const Descs d = descsFor(g);
-  auto pd = forwardPd(d);
+  const Plan p = planFor(g, d, Pass::forward);
+  auto pd = forwardPd(d, p);
   auto c = std::make_unique<ConvFwd>();
   c->prim = dnnl::convolution_forward(pd);
-  c->src = memory(pd.src_desc(), cpuEngine(), nullptr);
-  c->dst = memory(pd.dst_desc(), cpuEngine(), nullptr);
+  c->src.init(d.src, pd.src_desc(), true);
   c->w.init(d.wUser, pd.weights_desc(), true);
+  c->dst.init(d.dst, pd.dst_desc(), false);
   c->scratch = pd.scratchpad_desc();
   c->impl = pd.impl_info_str();
   return *cache.emplace(g, std::move(c)).first->second;
 }
 
 ConvBwdData &getBwdData(const Geom &g) {
-  static Cache<ConvBwdData> cache;
+  auto &cache = cacheFor<ConvBwdData>();
   auto it = cache.find(g);
   if (it != cache.end()) return *it->second;
   const Descs d = descsFor(g);
-  auto hint = forwardPd(d);
-  auto desc = dnnl::convolution_backward_data::desc(dnnl::algorithm::convolution_direct, d.src,
-                                                    d.wAny, d.dst, d.strides, d.padL, d.padR);
+  const Plan p = planFor(g, d, Pass::backwardData);
+  auto hint = forwardPd(d, p);
+  auto desc = dnnl::convolution_backward_data::desc(p.alg, p.diffSrc, withWeights(d, p.weights),
+                                                    p.diffDst, d.strides, d.padL, d.padR);
   auto pd = dnnl::convolution_backward_data::primitive_desc(desc, userScratchpad(), cpuEngine(),
                                                             hint);
   auto c = std::make_unique<ConvBwdData>();
   c->prim = dnnl::convolution_backward_data(pd);
-  c->diffDst = memory(pd.diff_dst_desc(), cpuEngine(), nullptr);
-  c->diffSrc = memory(pd.diff_src_desc(), cpuEngine(), nullptr);
+  c->diffDst.init(d.dst, pd.diff_dst_desc(), true);
   c->w.init(d.wUser, pd.weights_desc(), true);
+  c->diffSrc.init(d.src, pd.diff_src_desc(), false);
   c->scratch = pd.scratchpad_desc();
   c->impl = pd.impl_info_str();
   return *cache.emplace(g, std::move(c)).first->second;
 }
 
 ConvBwdWeights &getBwdWeights(const Geom &g) {
-  static Cache<ConvBwdWeights> cache;
+  auto &cache = cacheFor<ConvBwdWeights>();
   auto it = cache.find(g);
   if (it != cache.end()) return *it->second;
   const Descs d = descsFor(g);
-  auto hint = forwardPd(d);
+  Plan p = planFor(g, d, Pass::backwardWeights);
+  auto hint = forwardPd(d, p);
   // With exactly 16 channels an nhwc buffer *is* nChw16c (one channel block), and for that
-  // blocked layout oneDNN's backward-weights kernel is ~15% faster than its nhwc one
-  // (measured on the 32x32x16 convs of stage 1). Same bytes, so no reorder; the choice is
-  // a fixed rule, so results stay deterministic.
-  const bool block16 = g[3] == 16 && g[6] == 16;
-  const memory::desc src = block16 ? memory::desc(d.src.dims(), dt::f32, tag::nChw16c) : d.src;
-  const memory::desc dst = block16 ? memory::desc(d.dst.dims(), dt::f32, tag::nChw16c) : d.dst;
-  auto desc = dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, src,
-                                                       d.wAny, dst, d.strides, d.padL, d.padR);
+  // blocked layout oneDNN's f32 backward-weights kernel was ~15% faster than its nhwc one
+  // in our first measurements (stage 1's 32x32x16 convs). Same bytes, so the user's buffer
+  // is described as nChw16c too and no reorder runs.
+  const bool block16 =
+      !p.bf16 && p.alg == dnnl::algorithm::convolution_direct && g[3] == 16 && g[6] == 16;
+  if (block16) {
+    p.src = memory::desc(d.src.dims(), dt::f32, tag::nChw16c);
+    p.diffDst = memory::desc(d.dst.dims(), dt::f32, tag::nChw16c);
+  }
+  auto desc = dnnl::convolution_backward_weights::desc(p.alg, p.src, d.wAny, p.diffDst,
+                                                       d.strides, d.padL, d.padR);
   auto pd = dnnl::convolution_backward_weights::primitive_desc(desc, userScratchpad(),
                                                                cpuEngine(), hint);
   auto c = std::make_unique<ConvBwdWeights>();
   c->prim = dnnl::convolution_backward_weights(pd);
-  c->src = memory(pd.src_desc(), cpuEngine(), nullptr);
-  c->diffDst = memory(pd.diff_dst_desc(), cpuEngine(), nullptr);
+  c->src.init(block16 ? p.src : d.src, pd.src_desc(), true);
+  c->diffDst.init(block16 ? p.diffDst : d.dst, pd.diff_dst_desc(), true);
   c->dw.init(d.wUser, pd.diff_weights_desc(), false);
   c->scratch = pd.scratchpad_desc();
   c->impl = pd.impl_info_str();
@@ -198,14 +289,16 @@ Napi::Value ConvForward(const Napi::CallbackInfo &info) {
   requireLen(info[2], outSize(g), "y");
   ConvFwd &c = getFwd(g);
   auto &s = cpuStream();
-  c.src.set_data_handle(f32(info[0], "x"));
-  c.w.user.set_data_handle(f32(info[1], "filter"));
-  c.dst.set_data_handle(f32(info[2], "y"));
-  if (c.w.needed) c.w.toInternal.execute(s, c.w.user, c.w.internal);
-  c.prim.execute(s, {{DNNL_ARG_SRC, c.src},
+  c.src.bind(f32(info[0], "x"));
+  c.w.bind(f32(info[1], "filter"));
+  c.dst.bind(f32(info[2], "y"));
+  c.src.in(s);
+  c.w.in(s);
+  c.prim.execute(s, {{DNNL_ARG_SRC, c.src.internal},
                      {DNNL_ARG_WEIGHTS, c.w.internal},
-                     {DNNL_ARG_DST, c.dst},
+                     {DNNL_ARG_DST, c.dst.internal},
                      {DNNL_ARG_SCRATCHPAD, scratchpad(c.scratch)}});
+  c.dst.out(s);
   s.wait();
   return info.Env().Undefined();
 }
@@ -218,14 +311,16 @@ Napi::Value ConvBackwardData(const Napi::CallbackInfo &info) {
   requireLen(info[2], inSize(g), "dx");
   ConvBwdData &c = getBwdData(g);
   auto &s = cpuStream();
-  c.diffDst.set_data_handle(f32(info[0], "dy"));
-  c.w.user.set_data_handle(f32(info[1], "filter"));
-  c.diffSrc.set_data_handle(f32(info[2], "dx"));
-  if (c.w.needed) c.w.toInternal.execute(s, c.w.user, c.w.internal);
-  c.prim.execute(s, {{DNNL_ARG_DIFF_DST, c.diffDst},
+  c.diffDst.bind(f32(info[0], "dy"));
+  c.w.bind(f32(info[1], "filter"));
+  c.diffSrc.bind(f32(info[2], "dx"));
+  c.diffDst.in(s);
+  c.w.in(s);
+  c.prim.execute(s, {{DNNL_ARG_DIFF_DST, c.diffDst.internal},
                      {DNNL_ARG_WEIGHTS, c.w.internal},
-                     {DNNL_ARG_DIFF_SRC, c.diffSrc},
+                     {DNNL_ARG_DIFF_SRC, c.diffSrc.internal},
                      {DNNL_ARG_SCRATCHPAD, scratchpad(c.scratch)}});
+  c.diffSrc.out(s);
   s.wait();
   return info.Env().Undefined();
 }
@@ -238,14 +333,16 @@ Napi::Value ConvBackwardWeights(const Napi::CallbackInfo &info) {
   requireLen(info[2], filterSize(g), "dfilter");
   ConvBwdWeights &c = getBwdWeights(g);
   auto &s = cpuStream();
-  c.src.set_data_handle(f32(info[0], "x"));
-  c.diffDst.set_data_handle(f32(info[1], "dy"));
-  c.dw.user.set_data_handle(f32(info[2], "dfilter"));
-  c.prim.execute(s, {{DNNL_ARG_SRC, c.src},
-                     {DNNL_ARG_DIFF_DST, c.diffDst},
+  c.src.bind(f32(info[0], "x"));
+  c.diffDst.bind(f32(info[1], "dy"));
+  c.dw.bind(f32(info[2], "dfilter"));
+  c.src.in(s);
+  c.diffDst.in(s);
+  c.prim.execute(s, {{DNNL_ARG_SRC, c.src.internal},
+                     {DNNL_ARG_DIFF_DST, c.diffDst.internal},
                      {DNNL_ARG_DIFF_WEIGHTS, c.dw.internal},
                      {DNNL_ARG_SCRATCHPAD, scratchpad(c.scratch)}});
-  if (c.dw.needed) c.dw.toUser.execute(s, c.dw.internal, c.dw.user);
+  c.dw.out(s);
   s.wait();
   return info.Env().Undefined();
 }
@@ -261,6 +358,27 @@ Napi::Value ConvImplInfo(const Napi::CallbackInfo &info) {
   return o;
 }
 
+// setConvPrecision("fp32" | "bf16"). bf16 needs a CPU with native bf16 arithmetic
+// (AVX512-BF16 or AMX): elsewhere oneDNN would emulate it, slower than f32.
+Napi::Value SetConvPrecision(const Napi::CallbackInfo &info) {
+  if (info.Length() < 1 || !info[0].IsString()) {
+    throw std::runtime_error("resnet_native: precision must be a string");
+  }
+  const std::string p = info[0].As<Napi::String>();
+  if (p != "fp32" && p != "bf16") {
+    throw std::runtime_error("resnet_native: precision must be fp32 or bf16, not " + p);
+  }
+  // ISA values are nested bit sets: a CPU has an ISA when it has all of its bits.
+  const auto bf16Bits = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_bf16);
+  if (p == "bf16" && (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) & bf16Bits) != bf16Bits) {
+    throw std::runtime_error(
+        "--precision bf16 needs a CPU with AVX512-BF16 or AMX instructions, and this one has "
+        "neither; use --precision fp32");
+  }
+  gBf16 = p == "bf16";
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void initConv(Napi::Env env, Napi::Object exports) {
@@ -268,6 +386,7 @@ void initConv(Napi::Env env, Napi::Object exports) {
   exportFn<ConvBackwardData>(env, exports, "convBackwardData");
   exportFn<ConvBackwardWeights>(env, exports, "convBackwardWeights");
   exportFn<ConvImplInfo>(env, exports, "convImplInfo");
+  exportFn<SetConvPrecision>(env, exports, "setConvPrecision");
 }
 
 }  // namespace rn

@@ -12,6 +12,7 @@ import '@tensorflow/tfjs-backend-cpu';
 
 import { loadAddon } from '../src/engine/native/addon';
 import * as nativeEngine from '../src/engine/native';
+import { convImplementations } from '../src/engine/native/kernels-conv';
 import { addRelu, batchNormInfer, batchNormTrain, conv2d } from '../src/engine/ops';
 import { CifarNet } from '../src/model/resnet';
 import { Sgd } from '../src/train/sgd';
@@ -107,6 +108,9 @@ describe('native kernels vs cpu', { skip: skipReason }, () => {
     [5, 7, 9, 16, 32, 3, 2],
     [3, 8, 8, 16, 32, 1, 2],
     [5, 7, 5, 3, 16, 1, 2],
+    // 64 channels, 3x3 stride 1: the Winograd kernels (see native/conv.cc)
+    [3, 8, 8, 64, 64, 3, 1],
+    [5, 6, 10, 64, 64, 3, 1],
   ];
   for (const [n, h, w, cin, cout, k, s] of convCases) {
     it(`conv2d ${k}x${k} stride ${s} [${n},${h},${w},${cin}] -> ${cout}: forward, dx, dw`, async () => {
@@ -338,6 +342,27 @@ describe('native kernels vs cpu', { skip: skipReason }, () => {
   });
 });
 
+/** A few steps of a depth-8 ResNet repeating one batch: losses, tensor counts, pool bytes. */
+async function smallTraining(steps: number, precision: 'fp32' | 'bf16' = 'fp32') {
+  const engine = await native().loadNativeEngine(2, precision);
+  const net = new CifarNet({ depth: 8, plain: false, shortcut: 'A' }, 3);
+  const sgd = new Sgd(net.params, (n: string) => net.decayed(n), { momentum: 0.9, weightDecay: 1e-4 }, engine);
+  const x = rand(4 * 32 * 32 * 3, 70);
+  const labels = Int32Array.from([1, 5, 7, 2]);
+  const losses: number[] = [];
+  const tensors: number[] = [];
+  const pool: number[] = [];
+  for (let i = 0; i < steps; i++) {
+    losses.push(trainStep(net, sgd, x, labels, 0.05).loss);
+    tensors.push(tf.memory().numTensors);
+    pool.push((tf.backend() as unknown as { poolBytes(): number }).poolBytes());
+  }
+  sgd.dispose();
+  net.dispose();
+  await native().loadNativeEngine(2); // back to fp32 for the other tests
+  return { losses, tensors, pool };
+}
+
 describe('native engine behaviour', { skip: skipReason }, () => {
   it('uses the fused kernels on native', async () => {
     await native().loadNativeEngine(2);
@@ -372,24 +397,19 @@ describe('native engine behaviour', { skip: skipReason }, () => {
     tf.dispose([x, w, gamma, beta]);
   });
 
-  async function smallTraining(steps: number) {
-    const engine = await native().loadNativeEngine(2);
-    const net = new CifarNet({ depth: 8, plain: false, shortcut: 'A' }, 3);
-    const sgd = new Sgd(net.params, (n: string) => net.decayed(n), { momentum: 0.9, weightDecay: 1e-4 }, engine);
-    const x = rand(4 * 32 * 32 * 3, 70);
-    const labels = Int32Array.from([1, 5, 7, 2]);
-    const losses: number[] = [];
-    const tensors: number[] = [];
-    const pool: number[] = [];
-    for (let i = 0; i < steps; i++) {
-      losses.push(trainStep(net, sgd, x, labels, 0.05).loss);
-      tensors.push(tf.memory().numTensors);
-      pool.push((tf.backend() as unknown as { poolBytes(): number }).poolBytes());
+  it('runs the 64-channel 3x3 stride-1 convs on Winograd kernels and the others direct', async () => {
+    await native().loadNativeEngine(2);
+    const stage3 = convImplementations([128, 8, 8, 64], [3, 3, 64, 64], 1, 1);
+    const stage1 = convImplementations([128, 32, 32, 16], [3, 3, 16, 16], 1, 1);
+    const down = convImplementations([128, 16, 16, 32], [3, 3, 32, 64], 2, 1);
+    assert.ok(stage3 && stage1 && down);
+    for (const impl of [stage1, down]) {
+      assert.ok(!Object.values(impl).some((s) => s.includes('wino')), JSON.stringify(impl));
     }
-    sgd.dispose();
-    net.dispose();
-    return { losses, tensors, pool };
-  }
+    // oneDNN has Winograd convs only for AVX-512; elsewhere the rule falls back to direct.
+    const avx512 = fs.readFileSync('/proc/cpuinfo', 'utf8').includes(' avx512f');
+    for (const s of Object.values(stage3)) assert.equal(s.includes('wino'), avx512, JSON.stringify(stage3));
+  });
 
   it('training steps keep the tensor count and the storage pool flat, and learn', async () => {
     const { losses, tensors, pool } = await smallTraining(6);
@@ -456,5 +476,63 @@ describe('native engine behaviour', { skip: skipReason }, () => {
       (e: Error) => !e.message.includes('\n') && /cannot be loaded/.test(e.message),
     );
     fs.rmSync(path.dirname(bogus), { recursive: true, force: true });
+  });
+});
+
+// --precision bf16: the convolutions multiply bf16 copies of their inputs and accumulate
+// in f32. bf16 keeps 8 significant bits (relative rounding 2^-9 per input), so results are
+// compared with the f32 reference at 1e-2 of the output's scale: a wrong layout, type or
+// pass gives errors of the order of the scale itself.
+const bf16Cpu =
+  fs.existsSync('/proc/cpuinfo') && / (avx512_bf16|amx_bf16) /.test(fs.readFileSync('/proc/cpuinfo', 'utf8'));
+describe('native bf16 convolutions', { skip: skipReason || (!bf16Cpu && 'this CPU has no AVX512-BF16 or AMX') }, () => {
+  const cases: [number, number, number, number, number, 1 | 3, 1 | 2][] = [
+    [5, 8, 8, 16, 16, 3, 1],
+    [3, 9, 7, 16, 32, 3, 2],
+    [3, 6, 10, 64, 64, 3, 1],
+    [3, 7, 9, 3, 16, 3, 1], // the stem: 3 channels in
+  ];
+  for (const [n, h, w, cin, cout, k, s] of cases) {
+    it(`conv2d ${k}x${k} stride ${s} [${n},${h},${w},${cin}] -> ${cout} in bf16: forward, dx, dw`, async () => {
+      await native().loadNativeEngine(2, 'bf16');
+      try {
+        await agree(
+          'bf16 conv',
+          () =>
+            withGrads(
+              [tensor([n, h, w, cin], 11), tensor([k, k, cin, cout], 12, 0.3)],
+              (x, f) => conv2d(x as tf.Tensor4D, f as tf.Tensor4D, s),
+              13,
+            ),
+          1e-2,
+        );
+      } finally {
+        await native().loadNativeEngine(2);
+      }
+    });
+  }
+
+  it('runs bf16 kernels in bf16 mode and f32 kernels again after switching back', async () => {
+    await native().loadNativeEngine(2, 'bf16');
+    const bf = convImplementations([128, 32, 32, 16], [3, 3, 16, 16], 1, 1);
+    await native().loadNativeEngine(2);
+    const f32 = convImplementations([128, 32, 32, 16], [3, 3, 16, 16], 1, 1);
+    assert.ok(bf && f32);
+    for (const impl of Object.values(bf)) assert.match(impl, /bf16/, JSON.stringify(bf));
+    for (const impl of Object.values(f32)) assert.doesNotMatch(impl, /bf16/, JSON.stringify(f32));
+  });
+
+  it('trains: the loss of a small net follows the fp32 curve within 2% and falls', async () => {
+    const f32 = await smallTraining(6);
+    const bf = await smallTraining(6, 'bf16');
+    assert.notDeepEqual(bf.losses, f32.losses, 'bf16 gave bit-identical losses: not in use?');
+    bf.losses.forEach((l, i) => {
+      assert.ok(Math.abs(l - f32.losses[i]) <= 0.02 * f32.losses[i], `step ${i}: bf16 ${l} vs fp32 ${f32.losses[i]}`);
+    });
+    assert.ok(bf.losses[5] < bf.losses[0], `bf16 losses: ${bf.losses}`);
+    assert.ok(
+      bf.tensors.every((t) => t === bf.tensors[1]),
+      `tensor counts drift: ${bf.tensors}`,
+    );
   });
 });

@@ -5,6 +5,13 @@ import type * as tf from '@tensorflow/tfjs-core';
 export const ENGINE_CHOICES = ['auto', 'tensorflow', 'native', 'cpu'] as const;
 export type EngineChoice = (typeof ENGINE_CHOICES)[number];
 
+/**
+ * Names accepted by --precision. fp32 everywhere, or bf16 multiplications in the
+ * convolutions (f32 accumulation, f32 everything else, f32 master weights): native only.
+ */
+export const PRECISIONS = ['fp32', 'bf16'] as const;
+export type Precision = (typeof PRECISIONS)[number];
+
 export interface Engine {
   /** The tfjs backend that is active: 'tensorflow' (tfjs-node), 'native' (oneDNN) or 'cpu'. */
   name: 'tensorflow' | 'native' | 'cpu';
@@ -14,6 +21,8 @@ export interface Engine {
   version: string;
   /** Threads the engine computes with. */
   threads: number;
+  /** Arithmetic of the convolutions (see PRECISIONS). */
+  precision: Precision;
   /**
    * Optional fused, in-place SGD update of one parameter:
    *   v = momentum * v + (g + weightDecay * w);  w = w - lr * v

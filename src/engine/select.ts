@@ -4,7 +4,7 @@
 // engine, then tfjs's pure-JavaScript CPU backend, which trains correctly but about a
 // thousand times slower (minutes per step): fine for tests, not for experiments.
 import * as tf from '@tensorflow/tfjs-core';
-import { ENGINE_CHOICES, type Engine, type EngineChoice } from './engine';
+import { ENGINE_CHOICES, PRECISIONS, type Engine, type EngineChoice, type Precision } from './engine';
 
 export class EngineError extends Error {}
 
@@ -13,6 +13,13 @@ export function parseEngineChoice(value: string): EngineChoice {
     throw new EngineError(`--engine must be one of ${ENGINE_CHOICES.join(', ')}, got '${value}'`);
   }
   return value as EngineChoice;
+}
+
+export function parsePrecision(value: string): Precision {
+  if (!(PRECISIONS as readonly string[]).includes(value)) {
+    throw new EngineError(`--precision must be one of ${PRECISIONS.join(', ')}, got '${value}'`);
+  }
+  return value as Precision;
 }
 
 function firstLine(e: unknown): string {
@@ -42,21 +49,25 @@ async function loadTensorflow(threads: number | undefined): Promise<Engine> {
   await tf.setBackend('tensorflow');
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const version = (require('@tensorflow/tfjs-node/package.json') as { version: string }).version;
-  return { name: 'tensorflow', reason: '', version: `tfjs-node ${version}`, threads: threads ?? 0 };
+  return { name: 'tensorflow', reason: '', version: `tfjs-node ${version}`, threads: threads ?? 0, precision: 'fp32' };
 }
 
-async function loadNative(threads: number | undefined): Promise<Engine> {
+async function loadNative(threads: number | undefined, precision: Precision): Promise<Engine> {
   const { loadNativeEngine } = await import('./native/index.js');
-  return loadNativeEngine(threads);
+  return loadNativeEngine(threads, precision);
 }
 
 async function loadCpu(): Promise<Engine> {
   await import('@tensorflow/tfjs-backend-cpu');
   await tf.setBackend('cpu');
-  return { name: 'cpu', reason: '', version: `tfjs-backend-cpu ${tf.version_core}`, threads: 1 };
+  return { name: 'cpu', reason: '', version: `tfjs-backend-cpu ${tf.version_core}`, threads: 1, precision: 'fp32' };
 }
 
-export async function selectEngine(choice: EngineChoice, threads?: number): Promise<Engine> {
+export async function selectEngine(
+  choice: EngineChoice,
+  threads?: number,
+  precision: Precision = 'fp32',
+): Promise<Engine> {
   // Production mode: no debug checks, and no "install tfjs-node" banner from the CPU backend.
   tf.env().set('PROD', true);
   if (threads !== undefined && (!Number.isInteger(threads) || threads < 1)) {
@@ -71,14 +82,27 @@ export async function selectEngine(choice: EngineChoice, threads?: number): Prom
       throw new EngineError(`the ${what} engine is not available: ${firstLine(err)}`);
     }
   };
+  if (precision === 'bf16') {
+    // Only our oneDNN engine has bf16 convolutions; auto therefore means native here.
+    if (choice !== 'auto' && choice !== 'native') {
+      throw new EngineError(`--precision bf16 needs the native engine, not --engine ${choice}`);
+    }
+    try {
+      const e = await loadNative(threads, precision);
+      e.reason = choice === 'auto' ? 'auto: --precision bf16 needs the native engine' : `--engine ${choice}`;
+      return e;
+    } catch (err) {
+      throw new EngineError(`--precision bf16: ${firstLine(err).replace(/^resnet_native: /, '')}`);
+    }
+  }
   if (choice === 'tensorflow') return explicit(() => loadTensorflow(threads), 'tensorflow (tfjs-node)');
-  if (choice === 'native') return explicit(() => loadNative(threads), 'native (oneDNN)');
+  if (choice === 'native') return explicit(() => loadNative(threads, 'fp32'), 'native (oneDNN)');
   if (choice === 'cpu') return explicit(loadCpu, 'cpu');
 
   const skipped: string[] = [];
   for (const [label, load, problem] of [
     ['tfjs-node', () => loadTensorflow(threads), tensorflowProblem],
-    ['native', () => loadNative(threads), firstLine],
+    ['native', () => loadNative(threads, 'fp32'), firstLine],
   ] as const) {
     try {
       const e = await load();

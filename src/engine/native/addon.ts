@@ -13,6 +13,8 @@ export interface NativeAddon {
   convBackwardData(dy: Float32Array, filter: Float32Array, dx: Float32Array, geom: Int32Array): void;
   convBackwardWeights(x: Float32Array, dy: Float32Array, df: Float32Array, geom: Int32Array): void;
   convImplInfo(geom: Int32Array): { forward: string; backwardData: string; backwardWeights: string };
+  /** Arithmetic of the convolutions from now on; 'bf16' throws without CPU support. */
+  setConvPrecision(precision: 'fp32' | 'bf16'): void;
   bnTrainForward(
     x: Float32Array,
     gamma: Float32Array,

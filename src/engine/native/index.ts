@@ -1,7 +1,7 @@
 // Entry point of the native (oneDNN) engine.
 import * as tf from '@tensorflow/tfjs-core';
 
-import type { Engine } from '../engine';
+import type { Engine, Precision } from '../engine';
 import { loadAddon } from './addon';
 import { NATIVE_BACKEND, NativeBackend, registerNativeBackend } from './backend';
 
@@ -9,13 +9,15 @@ export { NATIVE_BACKEND, NATIVE_KERNELS } from './backend';
 
 /**
  * Loads the addon (throws a one-line Error if it is not built), registers and activates
- * the 'native' backend, and returns the Engine description. threads defaults to every core.
+ * the 'native' backend, and returns the Engine description. threads defaults to every core;
+ * precision 'bf16' throws a one-line Error on CPUs without bf16 arithmetic.
  */
-export async function loadNativeEngine(threads?: number): Promise<Engine> {
+export async function loadNativeEngine(threads?: number, precision: Precision = 'fp32'): Promise<Engine> {
   const addon = loadAddon();
   const n = threads ?? addon.numProcs();
   if (!Number.isInteger(n) || n < 1) throw new Error(`native engine: invalid thread count ${n}`);
   addon.setThreads(n);
+  addon.setConvPrecision(precision);
   registerNativeBackend();
   if (!(await tf.setBackend(NATIVE_BACKEND))) {
     throw new Error('native engine: tf.setBackend("native") failed');
@@ -26,6 +28,7 @@ export async function loadNativeEngine(threads?: number): Promise<Engine> {
     reason: 'oneDNN addon built (build/Release/resnet_native.node)',
     version: addon.version(),
     threads: addon.getThreads(),
+    precision,
     sgdUpdate(w, g, v, lr, momentum, weightDecay) {
       const backend = tf.backend();
       if (!(backend instanceof NativeBackend)) {
