@@ -268,3 +268,41 @@ describe('grid', { skip }, () => {
     assert.equal((again.stderr.match(/already finished/g) ?? []).length, 3);
   });
 });
+
+const bf16Cpu = / (avx512_bf16|amx_bf16) /.test(
+  fs.existsSync('/proc/cpuinfo') ? fs.readFileSync('/proc/cpuinfo', 'utf8') : '',
+);
+describe('--precision bf16', () => {
+  it('needs the native engine: a one-line error with another one', () => {
+    oneLineError(
+      cli(runArgs(path.join(work, 'bf-cpu'), ['--engine', 'cpu', '--precision', 'bf16'])),
+      /needs the native engine/,
+    );
+    assert.notEqual(cli(runArgs(path.join(work, 'bf-x'), ['--precision', 'fp16'])).status, 0);
+  });
+
+  it(
+    'trains in its own folder, records the precision, and does not resume an fp32 run',
+    { skip: skip || (!bf16Cpu && 'this CPU has no AVX512-BF16 or AMX') },
+    () => {
+      const out = path.join(work, 'bf16');
+      const r = cli(runArgs(out, ['--precision', 'bf16']));
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stderr, /engine: native.*--precision bf16/);
+      const dir = path.join(out, 'resnet-8-s1-bf16');
+      const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')) as {
+        precision: string;
+        name: string;
+      };
+      assert.equal(config.precision, 'bf16');
+      assert.equal(config.name, 'resnet-8-s1-bf16');
+      const rows = readCsv(path.join(dir, 'metrics.csv'));
+      assert.equal(rows.length, 1 + 4);
+      const loss = rows.slice(1).map((row) => Number(row[3]));
+      assert.ok(loss.every(Number.isFinite) && loss[3] < loss[0], `bf16 losses: ${loss}`);
+      // an fp32 run beside it is a different run, in the usual folder
+      assert.equal(cli(runArgs(out)).status, 0);
+      assert.ok(fs.existsSync(path.join(out, 'resnet-8-s1', 'summary.json')));
+    },
+  );
+});

@@ -163,6 +163,22 @@ describe('loadRuns', () => {
     assert.equal(runs[2].finished, false);
   });
 
+  it('keeps bf16 runs out of the tables with one warning, and reads fp32 ones with or without the field', () => {
+    const root = path.join(tmp, 'precision');
+    const fp32 = writeRun(root, { variant: 'resnet', depth: 20, seed: 1, train: [50, 30] });
+    const bf16 = writeRun(root, { variant: 'resnet', depth: 20, seed: 1, train: [50, 31] }, 'bf');
+    const config = JSON.parse(fs.readFileSync(path.join(bf16, 'config.json'), 'utf8')) as Record<string, unknown>;
+    fs.writeFileSync(path.join(bf16, 'config.json'), JSON.stringify({ ...config, precision: 'bf16' }));
+    const explicit = writeRun(root, { variant: 'resnet', depth: 32, seed: 1, train: [50, 30] });
+    const c32 = JSON.parse(fs.readFileSync(path.join(explicit, 'config.json'), 'utf8')) as Record<string, unknown>;
+    fs.writeFileSync(path.join(explicit, 'config.json'), JSON.stringify({ ...c32, precision: 'fp32' }));
+    const warnings: string[] = [];
+    const runs = loadRuns(root, (m) => warnings.push(m));
+    assert.deepEqual(runs.map((r) => r.dir).sort(), [fp32, explicit].map((d) => path.resolve(d)).sort());
+    assert.equal(warnings.length, 1, warnings.join('\n'));
+    assert.match(warnings[0], /bf16 run; compare and plot read fp32 runs only/);
+  });
+
   it('throws a one-line message for a missing results dir', () => {
     const missing = path.join(tmp, 'nope');
     assert.throws(

@@ -4,8 +4,8 @@ import { Command, Option } from 'commander';
 import * as path from 'node:path';
 import { downloadCifar10 } from '../data/download';
 import { resolveDataDir } from '../data/cifar10';
-import { ENGINE_CHOICES } from '../engine/engine';
-import { parseEngineChoice } from '../engine/select';
+import { ENGINE_CHOICES, PRECISIONS } from '../engine/engine';
+import { parseEngineChoice, parsePrecision } from '../engine/select';
 import { loadExperiment } from '../experiment/grid';
 import { packageVersion, runExperiment } from '../experiment/run';
 import {
@@ -50,18 +50,20 @@ interface CommonRunFlags {
   out: string;
   engine: string;
   threads?: string;
+  precision: string;
   recordsPerFile: string;
   fresh?: boolean;
 }
 
 function common(
   o: CommonRunFlags,
-): Pick<RunSettings, 'dataDir' | 'out' | 'engine' | 'threads' | 'recordsPerFile' | 'fresh'> {
+): Pick<RunSettings, 'dataDir' | 'out' | 'engine' | 'threads' | 'precision' | 'recordsPerFile' | 'fresh'> {
   return {
     dataDir: resolveDataDir(o.dataDir),
     out: o.out,
     engine: parseEngineChoice(o.engine),
     threads: o.threads === undefined ? undefined : integer('--threads', o.threads, 1),
+    precision: parsePrecision(o.precision),
     recordsPerFile: integer('--records-per-file', o.recordsPerFile, 1),
     fresh: o.fresh === true,
   };
@@ -73,6 +75,14 @@ function addCommonRunOptions(cmd: Command): Command {
     .option('--out <dir>', 'results folder', DEFAULT_OUT)
     .addOption(new Option('--engine <name>', 'tensor engine').choices([...ENGINE_CHOICES]).default('auto'))
     .option('--threads <n>', 'compute threads (default: all cores)')
+    .addOption(
+      new Option(
+        '--precision <p>',
+        'convolution arithmetic: bf16 = bf16 products, f32 sums (native engine, AVX512-BF16/AMX CPUs)',
+      )
+        .choices([...PRECISIONS])
+        .default('fp32'),
+    )
     .option('--fresh', 'discard an existing run of the same settings and start over')
     .addOption(
       new Option('--records-per-file <n>', 'records per data file (10000 in CIFAR-10; for small synthetic test data)')

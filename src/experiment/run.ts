@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { evalBatches, TrainBatches } from '../data/batches';
 import { holdOut, loadCifar10, pixelMean } from '../data/cifar10';
 import { selectEngine } from '../engine/select';
-import { CifarNet, netName } from '../model/resnet';
+import { CifarNet } from '../model/resnet';
 import { parseMetricsCsv } from '../report/runs';
 import type { ScheduleConfig } from '../train/schedule';
 import { Sgd } from '../train/sgd';
@@ -20,7 +20,7 @@ import { initialLoopState, trainLoop, type LoopState, type Row } from '../train/
 import { CheckpointError, readCheckpoint, writeCheckpoint, type TensorEntry } from './checkpoint';
 import { lockRun, writeFileAtomic } from './files';
 import { appendMetricsRow, createMetrics, truncateMetrics } from './metrics-csv';
-import { runDir, SettingsError, warmupEnabled, type RunSettings } from './settings';
+import { runDir, runName, SettingsError, warmupEnabled, type RunSettings } from './settings';
 
 /** Evaluation batch size: larger than training batches, it only has to fit in memory. */
 const EVAL_BATCH = 500;
@@ -56,12 +56,15 @@ interface RunIdentity {
   net: unknown;
   seed: unknown;
   recipe: unknown;
+  /** Absent in runs made before --precision existed: those are fp32. */
+  precision?: unknown;
   data: { recordsPerFile: unknown };
 }
 
 function identity(cfg: RunIdentity | RunSettings): string {
   const records = 'data' in cfg ? cfg.data.recordsPerFile : cfg.recordsPerFile;
-  return JSON.stringify({ net: cfg.net, seed: cfg.seed, recipe: cfg.recipe, records });
+  const precision = cfg.precision ?? 'fp32';
+  return JSON.stringify({ net: cfg.net, seed: cfg.seed, recipe: cfg.recipe, records, precision });
 }
 
 function prepareDir(dir: string): void {
@@ -132,7 +135,7 @@ async function runLocked(
     throw new SettingsError(`--batch ${s.recipe.batch} is larger than the ${train.count} training images`);
   const mean = pixelMean(train);
 
-  const engine = await selectEngine(s.engine, s.threads);
+  const engine = await selectEngine(s.engine, s.threads, s.precision);
   report.log(`engine: ${engine.name}, ${engine.version}, ${engine.threads || 'default'} threads (${engine.reason})`);
 
   const net = new CifarNet(s.net, s.seed);
@@ -142,7 +145,7 @@ async function runLocked(
     warmup: warmupEnabled(s.recipe, s.net.depth),
   };
   const config = {
-    name: `${netName(s.net)}-s${s.seed}`,
+    name: runName(s),
     variant: s.net.plain ? 'plain' : 'resnet',
     depth: s.net.depth,
     shortcut: s.net.shortcut,
@@ -150,6 +153,7 @@ async function runLocked(
     params: net.parameterCount(),
     net: s.net,
     recipe: s.recipe,
+    precision: s.precision,
     warmup_enabled: schedule.warmup,
     engine: { name: engine.name, version: engine.version, threads: engine.threads, reason: engine.reason },
     versions: { 'resnet-exp': packageVersion(), node: process.version, 'tfjs-core': tf.version_core },

@@ -1,7 +1,7 @@
 // The settings of one run, from command-line flags or an experiment file, with the
 // paper's recipe as the defaults (PROTOCOL.md, "Training").
 import * as path from 'node:path';
-import type { EngineChoice } from '../engine/engine';
+import type { EngineChoice, Precision } from '../engine/engine';
 import { blocksPerStage, netName, type NetConfig, type Shortcut } from '../model/resnet';
 import { defaultMilestones } from '../train/schedule';
 
@@ -43,12 +43,19 @@ export interface RunSettings {
   out: string;
   engine: EngineChoice;
   threads?: number;
+  /** Convolution arithmetic; part of the run's identity (bf16 runs get their own folder). */
+  precision: Precision;
   fresh: boolean;
 }
 
-/** Folder of a run: <out>/<plain|resnet>-<depth>[-B]-s<seed>. */
-export function runDir(s: Pick<RunSettings, 'net' | 'seed' | 'out'>): string {
-  return path.join(s.out, `${netName(s.net)}-s${s.seed}`);
+/** Name of a run: <plain|resnet>-<depth>[-B]-s<seed>[-bf16]. */
+export function runName(s: Pick<RunSettings, 'net' | 'seed' | 'precision'>): string {
+  return `${netName(s.net)}-s${s.seed}${s.precision === 'bf16' ? '-bf16' : ''}`;
+}
+
+/** Folder of a run: <out>/<run name>. */
+export function runDir(s: Pick<RunSettings, 'net' | 'seed' | 'out' | 'precision'>): string {
+  return path.join(s.out, runName(s));
 }
 
 /** Warm-up as the paper: only the 110-layer (and deeper) nets need it. */

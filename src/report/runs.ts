@@ -183,6 +183,11 @@ function readRun(dir: string, warn: (msg: string) => void): RunRecord {
   if (shortcut !== 'A' && shortcut !== 'B') {
     throw new Error(`config.json: shortcut ${JSON.stringify(shortcut)} is not A|B`);
   }
+  // The paper's numbers are fp32; a bf16 run is a speed option, kept out of the tables so
+  // that it never counts as another seed of the fp32 net. Its metrics.csv is there to read.
+  if (config.precision !== undefined && config.precision !== 'fp32') {
+    throw new Error(`a --precision ${String(config.precision)} run; compare and plot read fp32 runs only`);
+  }
   const depth = positiveInt(config.depth, 'depth');
   const seed = int(config.seed, 'seed');
   const params = positiveInt(config.params, 'params');
