@@ -6,7 +6,8 @@ import * as fs from 'node:fs';
 import { describe, it } from 'node:test';
 import { ADDON_PATH } from '../src/engine/native/addon';
 import { selectEngine } from '../src/engine/select';
-import { CifarNet } from '../src/model/resnet';
+import { conv2d } from '../src/engine/ops';
+import { CifarNet, convUnits } from '../src/model/resnet';
 import { Sgd } from '../src/train/sgd';
 import { trainStep } from '../src/train/step';
 
@@ -75,6 +76,54 @@ describe('memory', { skip }, () => {
     }
     assert.equal(tf.memory().numTensors, at10);
     assert.equal(tf.memory().numBytes, bytesAt10);
+    sgd.dispose();
+    net.dispose();
+  });
+});
+
+describe('BN running statistics', { skip }, () => {
+  it('after two steps: m <- 0.9 m + 0.1 batch mean, v <- 0.9 v + 0.1 unbiased batch variance', async () => {
+    const engine = await selectEngine('native');
+    const net = new CifarNet({ depth: 8, plain: false, shortcut: 'A' }, 3);
+    const sgd = new Sgd(net.params, (n) => net.decayed(n), { momentum: 0.9, weightDecay: 1e-4 }, engine);
+    const first = convUnits(net.arch)[0];
+    const w = net.params.get(first.name + '/w') as tf.Tensor4D;
+    let mean = new Float64Array(first.outChannels); // the initial running values
+    let variance = new Float64Array(first.outChannels).fill(1);
+    for (let step = 0; step < 2; step++) {
+      const { x, labels } = batchOf(6, 300 + step);
+      // The stem's BN input for this batch, with the weights before this step's update.
+      const z = tf.tidy(() => conv2d(tf.tensor4d(x, [6, 32, 32, 3]), w, 1));
+      const zs = z.dataSync();
+      const n = zs.length / first.outChannels;
+      const next = { mean: new Float64Array(mean.length), variance: new Float64Array(mean.length) };
+      for (let c = 0; c < first.outChannels; c++) {
+        let s = 0;
+        for (let i = c; i < zs.length; i += first.outChannels) s += zs[i];
+        const mu = s / n;
+        let q = 0;
+        for (let i = c; i < zs.length; i += first.outChannels) q += (zs[i] - mu) ** 2;
+        next.mean[c] = 0.9 * mean[c] + 0.1 * mu;
+        next.variance[c] = 0.9 * variance[c] + 0.1 * (q / (n - 1));
+      }
+      z.dispose();
+      trainStep(net, sgd, x, labels, 0.1);
+      ({ mean, variance } = next);
+    }
+    const got = {
+      mean: net.runningStats.get(first.name + '/running_mean')!.dataSync(),
+      variance: net.runningStats.get(first.name + '/running_var')!.dataSync(),
+    };
+    for (let c = 0; c < first.outChannels; c++) {
+      assert.ok(
+        Math.abs(got.mean[c] - mean[c]) <= 1e-4 * (1 + Math.abs(mean[c])),
+        `mean[${c}]: ${got.mean[c]} vs ${mean[c]}`,
+      );
+      assert.ok(
+        Math.abs(got.variance[c] - variance[c]) <= 1e-4 * (1 + variance[c]),
+        `variance[${c}]: ${got.variance[c]} vs ${variance[c]}`,
+      );
+    }
     sgd.dispose();
     net.dispose();
   });
