@@ -1,8 +1,10 @@
 // npm run bench: training throughput of our engines beside PyTorch's, measured in the same
 // run on the same cores, interleaved round by round (this 2-core machine drifts +-20%),
 // plus the input pipeline's images/s. Not a test: it prints figures, it asserts nothing.
+// A ratio is the median over rounds of (ours / PyTorch) in the same round: the two halves
+// of a pair run seconds apart, under the same load from the machine's other tenants.
 //
-//   npm run bench [-- --rounds 3 --steps 10 --nets resnet-20,resnet-56]
+//   npm run bench [-- --rounds 4 --steps 10 --warmup 5 --nets resnet-20,resnet-56]
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -15,8 +17,9 @@ const TORCH_SCRIPT = path.resolve(ROOT, '../shared/bench/torch_cifar_resnet.py')
 const PYTHON = '/usr/bin/python3';
 const DATA = path.resolve(ROOT, '../shared/cifar-10-batches-bin');
 
-const rounds = Number(arg('rounds', '3'));
+const rounds = Number(arg('rounds', '4'));
 const steps = arg('steps', '10');
+const warmup = arg('warmup', '5');
 const threads = arg('threads', '2');
 const nets = arg('nets', 'plain-56,resnet-20,resnet-56,resnet-110').split(',');
 
@@ -32,10 +35,23 @@ function jsonLine(stdout: string, key: string): Measure | undefined {
   return line ? (JSON.parse(line) as Measure) : undefined;
 }
 
+// An engine column: 'native', 'tensorflow', or 'native-bf16' (native with --precision bf16).
+function engineArgs(column: string): string[] {
+  const [engine, precision] = column.split('-');
+  return ['--engine', engine, ...(precision ? ['--precision', precision] : [])];
+}
+
 function ours(engine: string, net: string): Measure | string {
   const [variant, depth] = net.split('-');
-  const args = ['--import', 'tsx', path.join(__dirname, 'train-throughput.ts'), '--engine', engine, '--depth', depth];
-  args.push('--steps', steps, '--threads', threads);
+  const args = [
+    '--import',
+    'tsx',
+    path.join(__dirname, 'train-throughput.ts'),
+    ...engineArgs(engine),
+    '--depth',
+    depth,
+  ];
+  args.push('--steps', steps, '--warmup', warmup, '--threads', threads);
   if (variant === 'plain') args.push('--plain');
   const r = spawnSync(process.execPath, args, { cwd: ROOT, encoding: 'utf8' });
   return jsonLine(r.stdout, 'img_s_median') ?? (r.stderr.trim().split('\n').pop() || `exit ${r.status}`);
@@ -50,6 +66,8 @@ function torch(net: string): Measure | string {
     '--channels-last',
     '--steps',
     steps,
+    '--warmup',
+    warmup,
     '--threads',
     threads,
     '--no-infer',
@@ -69,8 +87,11 @@ function torch(net: string): Measure | string {
   return { ...m, peak_rss_mib: rss ? Math.round(rss.peak_rss_kib / 1024) : undefined };
 }
 
-function available(engine: string): boolean {
-  const probe = `require('./src/engine/select').selectEngine('${engine}').then(() => process.exit(0), () => process.exit(1))`;
+function available(column: string): boolean {
+  const [engine, precision] = column.split('-');
+  const probe =
+    `require('./src/engine/select').selectEngine('${engine}', undefined, '${precision ?? 'fp32'}')` +
+    '.then(() => process.exit(0), () => process.exit(1))';
   return spawnSync(process.execPath, ['--import', 'tsx', '-e', probe], { cwd: ROOT }).status === 0;
 }
 
@@ -95,7 +116,8 @@ function pipeline(): string {
 
 function main(): void {
   const haveTorch = fs.existsSync(TORCH_SCRIPT) && spawnSync(PYTHON, ['-c', 'import torch']).status === 0;
-  const engines = ['native', 'tensorflow'].filter(available);
+  // native-bf16: the optional --precision bf16 (AVX512-BF16/AMX CPUs); the targets are fp32.
+  const engines = ['native', 'native-bf16', 'tensorflow'].filter(available);
   console.log(`engines measured: ${engines.join(', ') || 'none'}; cpu (pure JavaScript) is not: ~300 s per step`);
   console.log(
     haveTorch
@@ -103,14 +125,18 @@ function main(): void {
       : 'reference: PyTorch not available (apt-get install python3-torch)',
   );
   console.log(
-    `batch 128, ${threads} threads, ${steps} timed steps after warm-up, ${rounds} interleaved rounds; medians\n`,
+    `batch 128, ${threads} threads, ${warmup} warm-up + ${steps} timed steps, ${rounds} interleaved rounds; ` +
+      'medians over rounds of each side and of the per-round ratios\n',
   );
 
   const results: Record<string, Record<string, number[]>> = {};
+  // ratios[net][engine]: ours / PyTorch within each round where both were measured.
+  const ratios: Record<string, Record<string, number[]>> = {};
   const extra: Record<string, Measure> = {};
   const failures: string[] = [];
   for (let r = 0; r < rounds; r++) {
     for (const net of nets) {
+      const round: Record<string, number> = {};
       for (const side of [...engines, ...(haveTorch ? ['pytorch'] : [])]) {
         const m = side === 'pytorch' ? torch(net) : ours(side, net);
         if (typeof m === 'string') {
@@ -118,8 +144,12 @@ function main(): void {
           continue;
         }
         ((results[net] ??= {})[side] ??= []).push(m.img_s_median);
+        round[side] = m.img_s_median;
         extra[`${net}/${side}`] = m;
         process.stderr.write(`round ${r + 1} ${net} ${side}: ${m.img_s_median} img/s\n`);
+      }
+      for (const e of engines) {
+        if (round[e] && round.pytorch) ((ratios[net] ??= {})[e] ??= []).push(round[e] / round.pytorch);
       }
     }
   }
@@ -145,17 +175,22 @@ function main(): void {
     const t = extra[`${net}/pytorch`] as (Measure & { train_gflops_median?: number }) | undefined;
     const tgf = t?.train_gflops_median ? (t.train_gflops_median / t.img_s_median) * torchMed : NaN;
     row.push(torchMed.toFixed(1), tgf.toFixed(0), t?.peak_rss_mib ? `${t.peak_rss_mib} MiB` : '-');
-    if (haveTorch) for (const e of engines) row.push(res[e] ? `${(median(res[e]) / torchMed).toFixed(2)}x` : '-');
+    if (haveTorch) {
+      for (const e of engines) {
+        const rs = ratios[net]?.[e];
+        row.push(
+          rs?.length ? `${median(rs).toFixed(2)}x (${Math.min(...rs).toFixed(2)}-${Math.max(...rs).toFixed(2)})` : '-',
+        );
+      }
+    }
     rows.push(row);
   }
   const widths = header.map((_, c) => Math.max(...rows.map((r) => r[c].length)));
   for (const r of rows) console.log(r.map((cell, c) => cell.padStart(widths[c])).join('  '));
   console.log('\n' + pipeline());
-  if (engines.includes('native')) {
-    const p = spawnSync(process.execPath, ['--import', 'tsx', path.join(__dirname, 'profile.ts'), '--depth', '20'], {
-      cwd: ROOT,
-      encoding: 'utf8',
-    });
+  for (const column of engines.filter((e) => e.startsWith('native'))) {
+    const args = ['--import', 'tsx', path.join(__dirname, 'profile.ts'), ...engineArgs(column), '--depth', '20'];
+    const p = spawnSync(process.execPath, args, { cwd: ROOT, encoding: 'utf8' });
     console.log('\n' + (p.stdout.trim() || p.stderr.trim()));
   }
   if (failures.length) console.log(`\nfailed measurements:\n  ${[...new Set(failures)].join('\n  ')}`);

@@ -1,8 +1,9 @@
 // Where a training step's time goes, kernel by kernel (tf.profile):
 //   node --import tsx bench/profile.ts [--engine native] [--depth 20] [--plain] [--batch 128]
+//        [--precision bf16] [--top 14]
 // npm run bench prints it for ResNet-20; run it alone for other nets.
 import * as tf from '@tensorflow/tfjs-core';
-import { parseEngineChoice, selectEngine } from '../src/engine/select';
+import { parseEngineChoice, parsePrecision, selectEngine } from '../src/engine/select';
 import { CifarNet, netName } from '../src/model/resnet';
 import { Sgd } from '../src/train/sgd';
 import { trainStep } from '../src/train/step';
@@ -11,7 +12,11 @@ import { arg, randomBatch } from './train-throughput';
 async function main(): Promise<void> {
   const cfg = { depth: Number(arg('depth', '20')), plain: process.argv.includes('--plain'), shortcut: 'A' as const };
   const batch = Number(arg('batch', '128'));
-  const engine = await selectEngine(parseEngineChoice(arg('engine', 'native')), Number(arg('threads', '2')));
+  const engine = await selectEngine(
+    parseEngineChoice(arg('engine', 'native')),
+    Number(arg('threads', '2')),
+    parsePrecision(arg('precision', 'fp32')),
+  );
   const net = new CifarNet(cfg, 1);
   const sgd = new Sgd(net.params, (n) => net.decayed(n), { momentum: 0.9, weightDecay: 1e-4 }, engine);
   const { x, labels } = randomBatch(batch);
@@ -33,10 +38,10 @@ async function main(): Promise<void> {
     inKernels += ms;
   }
   console.log(
-    `profile of one ${netName(cfg)} step at batch ${batch} on ${engine.name}: ${wall.toFixed(0)} ms wall ` +
+    `profile of one ${netName(cfg)} step at batch ${batch} on ${engine.name} (${engine.precision}): ${wall.toFixed(0)} ms wall ` +
       `(profiling adds a little), ${inKernels.toFixed(0)} ms in ${prof.kernels.length} kernel calls`,
   );
-  for (const [name, e] of [...byKernel].sort((a, b) => b[1].ms - a[1].ms).slice(0, 14)) {
+  for (const [name, e] of [...byKernel].sort((a, b) => b[1].ms - a[1].ms).slice(0, Number(arg('top', '14')))) {
     const share = ((100 * e.ms) / inKernels).toFixed(1);
     console.log(
       `  ${name.padEnd(28)} ${e.ms.toFixed(1).padStart(7)} ms ${share.padStart(5)}%  ${String(e.calls).padStart(4)} calls`,

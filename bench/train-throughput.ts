@@ -1,11 +1,11 @@
 // One measurement, in its own process so that its peak RSS is its own:
 //   node --import tsx bench/train-throughput.ts --engine native --depth 56 [--plain]
-//        [--steps 10] [--warmup 3] [--batch 128] [--threads 2]
+//        [--steps 10] [--warmup 3] [--batch 128] [--threads 2] [--precision bf16]
 // Full training steps of the product's own code path (src/train/step.ts: forward,
 // cross-entropy, backward, SGD momentum + weight decay, BN running statistics) on random
 // CIFAR-shaped data. Prints one JSON line.
 import * as tf from '@tensorflow/tfjs-core';
-import { parseEngineChoice, selectEngine } from '../src/engine/select';
+import { parseEngineChoice, parsePrecision, selectEngine } from '../src/engine/select';
 import { CifarNet, netName } from '../src/model/resnet';
 import { summarize } from '../src/model/summary';
 import { Sgd } from '../src/train/sgd';
@@ -36,7 +36,11 @@ async function main(): Promise<void> {
   const steps = Number(arg('steps', '10'));
   const warmup = Number(arg('warmup', '3'));
   const batch = Number(arg('batch', '128'));
-  const engine = await selectEngine(parseEngineChoice(arg('engine', 'native')), Number(arg('threads', '2')));
+  const engine = await selectEngine(
+    parseEngineChoice(arg('engine', 'native')),
+    Number(arg('threads', '2')),
+    parsePrecision(arg('precision', 'fp32')),
+  );
   const net = new CifarNet(cfg, 1);
   const sgd = new Sgd(net.params, (n) => net.decayed(n), { momentum: 0.9, weightDecay: 1e-4 }, engine);
   const { x, labels } = randomBatch(batch);
@@ -55,12 +59,15 @@ async function main(): Promise<void> {
     JSON.stringify({
       net: netName(cfg),
       engine: engine.name,
+      precision: engine.precision,
       version: engine.version,
       threads: engine.threads,
       batch,
       steps,
       img_s_median: Number((batch / med).toFixed(1)),
       step_ms_median: Number((med * 1000).toFixed(1)),
+      // The fastest step: least disturbed by other tenants of a shared machine.
+      step_ms_min: Number((Math.min(...times) * 1000).toFixed(1)),
       // Training FLOPs: forward + two backward products = 3 x (2 x forward MACs).
       gflops: Number(((batch / med) * 6 * macs * 1e-9).toFixed(1)),
       peak_rss_mib: Math.round(process.resourceUsage().maxRSS / 1024),

@@ -522,6 +522,12 @@ describe('native bf16 convolutions', { skip: skipReason || (!bf16Cpu && 'this CP
     for (const impl of Object.values(f32)) assert.doesNotMatch(impl, /bf16/, JSON.stringify(f32));
   });
 
+  it('is deterministic in bf16 too: the same steps give bit-identical losses', async () => {
+    const a = await smallTraining(3, 'bf16');
+    const b = await smallTraining(3, 'bf16');
+    assert.deepEqual(a.losses, b.losses);
+  });
+
   it('trains: the loss of a small net follows the fp32 curve within 2% and falls', async () => {
     const f32 = await smallTraining(6);
     const bf = await smallTraining(6, 'bf16');
