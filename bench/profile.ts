@@ -3,23 +3,12 @@
 //        [--precision bf16] [--top 14]
 // npm run bench prints it for ResNet-20; run it alone for other nets.
 import * as tf from '@tensorflow/tfjs-core';
-import { parseEngineChoice, parsePrecision, selectEngine } from '../src/engine/select';
-import { CifarNet, netName } from '../src/model/resnet';
-import { Sgd } from '../src/train/sgd';
+import { netName } from '../src/model/resnet';
 import { trainStep } from '../src/train/step';
-import { arg, randomBatch } from './train-throughput';
+import { arg, benchSetup } from './train-throughput';
 
 async function main(): Promise<void> {
-  const cfg = { depth: Number(arg('depth', '20')), plain: process.argv.includes('--plain'), shortcut: 'A' as const };
-  const batch = Number(arg('batch', '128'));
-  const engine = await selectEngine(
-    parseEngineChoice(arg('engine', 'native')),
-    Number(arg('threads', '2')),
-    parsePrecision(arg('precision', 'fp32')),
-  );
-  const net = new CifarNet(cfg, 1);
-  const sgd = new Sgd(net.params, (n) => net.decayed(n), { momentum: 0.9, weightDecay: 1e-4 }, engine);
-  const { x, labels } = randomBatch(batch);
+  const { cfg, batch, engine, net, sgd, x, labels } = await benchSetup();
   for (let i = 0; i < 3; i++) trainStep(net, sgd, x, labels, 0.1);
 
   const t0 = performance.now();

@@ -31,10 +31,12 @@ export function randomBatch(batch: number): { x: Float32Array; labels: Int32Arra
   return { x, labels };
 }
 
-async function main(): Promise<void> {
+/**
+ * What both bench scripts train, from the shared flags --depth, --plain, --batch, --engine,
+ * --threads, --precision: the engine, a net with its SGD, and one reproducible batch.
+ */
+export async function benchSetup() {
   const cfg = { depth: Number(arg('depth', '20')), plain: process.argv.includes('--plain'), shortcut: 'A' as const };
-  const steps = Number(arg('steps', '10'));
-  const warmup = Number(arg('warmup', '3'));
   const batch = Number(arg('batch', '128'));
   const engine = await selectEngine(
     parseEngineChoice(arg('engine', 'native')),
@@ -43,7 +45,13 @@ async function main(): Promise<void> {
   );
   const net = new CifarNet(cfg, 1);
   const sgd = new Sgd(net.params, (n) => net.decayed(n), { momentum: 0.9, weightDecay: 1e-4 }, engine);
-  const { x, labels } = randomBatch(batch);
+  return { cfg, batch, engine, net, sgd, ...randomBatch(batch) };
+}
+
+async function main(): Promise<void> {
+  const steps = Number(arg('steps', '10'));
+  const warmup = Number(arg('warmup', '3'));
+  const { cfg, batch, engine, net, sgd, x, labels } = await benchSetup();
 
   const times: number[] = [];
   let tensorsAfterWarmup = 0;
