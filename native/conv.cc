@@ -201,17 +201,18 @@ struct ConvBwdWeights {
 template <typename T>
 using Cache = std::unordered_map<Geom, std::unique_ptr<T>, GeomHash>;
 
-// One cache per precision: switching precision never reuses the other's primitives.
+// The primitives of geometry g for one pass, built by make(g) on first use. One cache per
+// precision: switching precision never reuses the other's primitives.
 template <typename T>
-Cache<T> &cacheFor() {
+T &cached(const Geom &g, std::unique_ptr<T> (*make)(const Geom &)) {
   static Cache<T> caches[2];
-  return caches[gBf16 ? 1 : 0];
+  auto &cache = caches[gBf16 ? 1 : 0];
+  auto it = cache.find(g);
+  if (it == cache.end()) it = cache.emplace(g, make(g)).first;
+  return *it->second;
 }
 
-ConvFwd &getFwd(const Geom &g) {
-  auto &cache = cacheFor<ConvFwd>();
-  auto it = cache.find(g);
-  if (it != cache.end()) return *it->second;
+std::unique_ptr<ConvFwd> makeFwd(const Geom &g) {
   const Descs d = descsFor(g);
   const Plan p = planFor(g, d, Pass::forward);
   auto pd = forwardPd(d, p);
@@ -222,13 +223,10 @@ ConvFwd &getFwd(const Geom &g) {
   c->dst.init(d.dst, pd.dst_desc(), false);
   c->scratch = pd.scratchpad_desc();
   c->impl = pd.impl_info_str();
-  return *cache.emplace(g, std::move(c)).first->second;
+  return c;
 }
 
-ConvBwdData &getBwdData(const Geom &g) {
-  auto &cache = cacheFor<ConvBwdData>();
-  auto it = cache.find(g);
-  if (it != cache.end()) return *it->second;
+std::unique_ptr<ConvBwdData> makeBwdData(const Geom &g) {
   const Descs d = descsFor(g);
   const Plan p = planFor(g, d, Pass::backwardData);
   auto hint = forwardPd(d, p);
@@ -243,13 +241,10 @@ ConvBwdData &getBwdData(const Geom &g) {
   c->diffSrc.init(d.src, pd.diff_src_desc(), false);
   c->scratch = pd.scratchpad_desc();
   c->impl = pd.impl_info_str();
-  return *cache.emplace(g, std::move(c)).first->second;
+  return c;
 }
 
-ConvBwdWeights &getBwdWeights(const Geom &g) {
-  auto &cache = cacheFor<ConvBwdWeights>();
-  auto it = cache.find(g);
-  if (it != cache.end()) return *it->second;
+std::unique_ptr<ConvBwdWeights> makeBwdWeights(const Geom &g) {
   const Descs d = descsFor(g);
   Plan p = planFor(g, d, Pass::backwardWeights);
   auto hint = forwardPd(d, p);
@@ -274,8 +269,12 @@ ConvBwdWeights &getBwdWeights(const Geom &g) {
   c->dw.init(d.wUser, pd.diff_weights_desc(), false);
   c->scratch = pd.scratchpad_desc();
   c->impl = pd.impl_info_str();
-  return *cache.emplace(g, std::move(c)).first->second;
+  return c;
 }
+
+ConvFwd &getFwd(const Geom &g) { return cached(g, makeFwd); }
+ConvBwdData &getBwdData(const Geom &g) { return cached(g, makeBwdData); }
+ConvBwdWeights &getBwdWeights(const Geom &g) { return cached(g, makeBwdWeights); }
 
 size_t inSize(const Geom &g) { return size_t(g[0]) * g[1] * g[2] * g[3]; }
 size_t outSize(const Geom &g) { return size_t(g[0]) * g[4] * g[5] * g[6]; }
