@@ -108,7 +108,7 @@ describe('summary', () => {
 
 describe('a run, killed and resumed', { skip }, () => {
   const straight = path.join(work, 'straight');
-  const dir = (out: string) => path.join(out, 'resnet-8-s1');
+  const dir = (out: string) => path.join(out, 'resnet-8-s1-it12');
 
   it('trains, writes a row per evaluation with a falling loss, and says when it is finished', () => {
     const r = cli(runArgs(straight));
@@ -198,7 +198,7 @@ describe('a run, killed and resumed', { skip }, () => {
     const bytes = fs.readFileSync(ckpt);
     bytes[bytes.length - 10] ^= 0xff;
     fs.writeFileSync(ckpt, bytes);
-    oneLineError(cli(runArgs(out)), /checkpoint .* unreadable.*--fresh/);
+    oneLineError(cli(runArgs(out)), /checkpoint\.bin is unreadable.*--fresh/);
     assert.equal(fs.readFileSync(path.join(dir(out), 'metrics.csv'), 'utf8'), csv);
     const fresh = cli(runArgs(out, ['--fresh']));
     assert.equal(fresh.status, 0, fresh.stderr);
@@ -262,7 +262,11 @@ describe('grid', { skip }, () => {
     const args = ['grid', exp, '--data-dir', data, '--records-per-file', String(RECORDS), '--out', out];
     const r = cli(args);
     assert.equal(r.status, 0, r.stderr);
-    assert.deepEqual(fs.readdirSync(path.join(out, 'tiny')).sort(), ['plain-8-s1', 'resnet-8-s1', 'resnet-8-s2']);
+    assert.deepEqual(fs.readdirSync(path.join(out, 'tiny')).sort(), [
+      'plain-8-s1-it4',
+      'resnet-8-s1-it4',
+      'resnet-8-s2-it4',
+    ]);
     const again = cli(args);
     assert.equal(again.status, 0);
     assert.equal((again.stderr.match(/already finished/g) ?? []).length, 3);
@@ -289,20 +293,20 @@ describe('--precision bf16', () => {
       const r = cli(runArgs(out, ['--precision', 'bf16']));
       assert.equal(r.status, 0, r.stderr);
       assert.match(r.stderr, /engine: native.*--precision bf16/);
-      const dir = path.join(out, 'resnet-8-s1-bf16');
+      const dir = path.join(out, 'resnet-8-s1-bf16-it12');
       const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')) as {
         precision: string;
         name: string;
       };
       assert.equal(config.precision, 'bf16');
-      assert.equal(config.name, 'resnet-8-s1-bf16');
+      assert.equal(config.name, 'resnet-8-s1-bf16-it12');
       const rows = readCsv(path.join(dir, 'metrics.csv'));
       assert.equal(rows.length, 1 + 4);
       const loss = rows.slice(1).map((row) => Number(row[3]));
       assert.ok(loss.every(Number.isFinite) && loss[3] < loss[0], `bf16 losses: ${loss}`);
       // an fp32 run beside it is a different run, in the usual folder
       assert.equal(cli(runArgs(out)).status, 0);
-      assert.ok(fs.existsSync(path.join(out, 'resnet-8-s1', 'summary.json')));
+      assert.ok(fs.existsSync(path.join(out, 'resnet-8-s1-it12', 'summary.json')));
     },
   );
 });

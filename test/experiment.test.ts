@@ -3,7 +3,6 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { CheckpointError, readCheckpoint, writeCheckpoint } from '../src/experiment/checkpoint';
-import { lockRun, LockError } from '../src/experiment/files';
 import { loadExperiment, listExperiments } from '../src/experiment/grid';
 import { appendMetricsRow, createMetrics, CSV_HEADER, truncateMetrics } from '../src/experiment/metrics-csv';
 import type { Row } from '../src/train/trainer';
@@ -85,20 +84,6 @@ describe('checkpoint', () => {
         what,
       );
     }
-  });
-});
-
-describe('run lock', () => {
-  it('keeps a second holder out while the first is alive, and takes over a dead one', () => {
-    const dir = tempDir();
-    const release = lockRun(dir);
-    fs.writeFileSync(path.join(dir, 'run.lock'), '1\n'); // pid 1 is always alive
-    assert.throws(() => lockRun(dir), LockError);
-    fs.writeFileSync(path.join(dir, 'run.lock'), '99999999\n'); // no such process
-    const again = lockRun(dir);
-    again();
-    assert.equal(fs.existsSync(path.join(dir, 'run.lock')), false);
-    release();
   });
 });
 

@@ -10,6 +10,8 @@ import { loadExperiment } from '../experiment/grid';
 import { packageVersion, runExperiment } from '../experiment/run';
 import {
   checkNet,
+  checkThreads,
+  PAPER_RECIPE,
   completeRecipe,
   integer,
   parseMilestones,
@@ -62,7 +64,7 @@ function common(
     dataDir: resolveDataDir(o.dataDir),
     out: o.out,
     engine: parseEngineChoice(o.engine),
-    threads: o.threads === undefined ? undefined : integer('--threads', o.threads, 1),
+    threads: o.threads === undefined ? undefined : checkThreads(o.threads),
     precision: parsePrecision(o.precision),
     recordsPerFile: integer('--records-per-file', o.recordsPerFile, 1),
     fresh: o.fresh === true,
@@ -91,6 +93,9 @@ function addCommonRunOptions(cmd: Command): Command {
     );
 }
 
+/** The paper's recipe (settings.ts): the `run` flags' defaults, shown by --help. */
+const R = PAPER_RECIPE;
+
 export function buildProgram(): Command {
   const program = new Command('resnet-exp')
     .description('Reproduce the degradation experiment of He et al. 2016 (plain vs residual nets on CIFAR-10)')
@@ -108,18 +113,18 @@ export function buildProgram(): Command {
         'A: identity + zero-padding (paper, CIFAR), B: projection where dimensions change',
         'A',
       )
-      .option('--iterations <n>', 'training iterations', '64000')
+      .option('--iterations <n>', 'training iterations', String(R.iterations))
       .option(
         '--milestones <list>',
-        'iterations where the lr is divided by 10 (default 32000,48000, or 50%,75% of --iterations)',
+        `iterations where the lr is divided by 10 (default ${R.milestones.join(',')}, or 50%,75% of --iterations)`,
       )
-      .option('--lr <x>', 'learning rate', '0.1')
-      .option('--batch <n>', 'mini-batch size', '128')
-      .option('--momentum <x>', 'SGD momentum', '0.9')
-      .option('--weight-decay <x>', 'weight decay on conv and fc weights', '0.0001')
-      .option('--warmup <auto|on|off>', 'lr 0.01 until training error < 80% (auto: depth >= 110)', 'auto')
-      .option('--val <n>', 'hold out the last n training images as a validation set (paper: 5000)', '0')
-      .option('--eval-every <n>', 'iterations between evaluations, CSV rows and checkpoints', '500')
+      .option('--lr <x>', 'learning rate', String(R.lr))
+      .option('--batch <n>', 'mini-batch size', String(R.batch))
+      .option('--momentum <x>', 'SGD momentum', String(R.momentum))
+      .option('--weight-decay <x>', 'weight decay on conv and fc weights', String(R.weightDecay))
+      .option('--warmup <auto|on|off>', 'lr 0.01 until training error < 80% (auto: depth >= 110)', R.warmup)
+      .option('--val <n>', 'hold out the last n training images as a validation set (paper: 5000)', String(R.val))
+      .option('--eval-every <n>', 'iterations between evaluations, CSV rows and checkpoints', String(R.evalEvery))
       .option('--seed <n>', 'random seed (init, data order, augmentation)', '1'),
   ).action(async (o) => {
     const itersGiven = program.commands.find((c) => c.name() === 'run')?.getOptionValueSource('iterations') === 'cli';
@@ -188,6 +193,7 @@ export function buildProgram(): Command {
     .option('--results <dir>', 'results folder', DEFAULT_OUT)
     .option('--out <file>', 'output file (.svg and .png are written; default <results>/fig6)')
     .action(async (o: { results: string; out?: string }) => {
+      if (o.out !== undefined && o.out.trim() === '') throw new Error('--out is empty; give a file name such as fig6');
       const runs = loadRuns(o.results, (m) => process.stderr.write(`warning: ${m}\n`));
       const written = await plotFig6(runs, o.out ?? path.join(o.results, 'fig6'));
       process.stdout.write(`wrote ${written.svg} and ${written.png}\n`);

@@ -3,17 +3,54 @@
 // run is `resnet-exp run` with the same settings (src/experiment/run.ts).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { type Recipe, SettingsError, completeRecipe, checkNet, integer, parseShortcut } from './settings';
+import { z } from 'zod';
+import { type Recipe, SettingsError, completeRecipe, checkNet, parseShortcut } from './settings';
 import type { NetConfig } from '../model/resnet';
 
-/** An experiment file: experiments/<name>.json. */
-export interface ExperimentFile {
-  description: string;
+/**
+ * An experiment file: experiments/<name>.json. Strict: an unknown key (a typo such as
+ * "plian", or "iteration" for "iterations") is an error, not silently the paper's default.
+ */
+const RecipeSchema = z.strictObject({
+  iterations: z.int().min(1),
+  milestones: z.array(z.int().min(1)),
+  lr: z.number().positive(),
+  batch: z.int().min(1),
+  momentum: z.number().min(0),
+  weightDecay: z.number().min(0),
+  warmup: z.enum(['auto', 'on', 'off']),
+  val: z.int().min(0),
+  evalEvery: z.int().min(1),
+} satisfies Record<keyof Recipe, z.ZodType>);
+
+const ExperimentSchema = z.strictObject({
+  description: z.string(),
   /** Sub-folder of --out for its runs (default: the experiment's name). */
-  out?: string;
+  out: z.string().min(1).optional(),
   /** Overrides of the paper's recipe, shared by all runs. */
-  recipe?: Partial<Recipe>;
-  runs: { depth: number; plain?: boolean; shortcut?: 'A' | 'B'; seeds?: number[] }[];
+  recipe: RecipeSchema.partial().optional(),
+  runs: z
+    .array(
+      z.strictObject({
+        depth: z.int().min(1),
+        plain: z.boolean().optional(),
+        shortcut: z.enum(['A', 'B']).optional(),
+        seeds: z.array(z.int().min(0)).min(1).optional(),
+      }),
+    )
+    .min(1),
+});
+export type ExperimentFile = z.infer<typeof ExperimentSchema>;
+
+/** The first problem as one line naming the key: `runs[1].plian: unrecognized key`. */
+function firstIssue(error: z.ZodError): string {
+  const issue = error.issues[0];
+  const keys = 'keys' in issue && Array.isArray(issue.keys) ? issue.keys : [];
+  const where = [...issue.path, ...keys.slice(0, 1)]
+    .map((k, i) => (typeof k === 'number' ? `[${k}]` : i === 0 ? String(k) : `.${String(k)}`))
+    .join('');
+  const what = issue.code === 'unrecognized_keys' ? 'unknown key (see experiments/*.json for the keys)' : issue.message;
+  return `${where || '(top level)'}: ${what}`;
 }
 
 export interface GridRun {
@@ -47,26 +84,28 @@ export function loadExperiment(nameOrPath: string): Experiment {
   if (!fs.existsSync(file)) {
     throw new SettingsError(`no experiment '${nameOrPath}'; available: ${listExperiments().join(', ')}`);
   }
-  let raw: ExperimentFile;
+  let json: unknown;
   try {
-    raw = JSON.parse(fs.readFileSync(file, 'utf8')) as ExperimentFile;
+    json = JSON.parse(fs.readFileSync(file, 'utf8'));
   } catch (e) {
     throw new SettingsError(`${file} is not valid JSON: ${(e as Error).message.split('\n')[0]}`);
   }
-  if (!Array.isArray(raw.runs) || raw.runs.length === 0) throw new SettingsError(`${file} lists no runs`);
+  const parsed = ExperimentSchema.safeParse(json);
+  if (!parsed.success) throw new SettingsError(`${file}: ${firstIssue(parsed.error)}`);
+  const raw = parsed.data;
   const name = path.basename(file, '.json');
   const runs: GridRun[] = [];
   for (const r of raw.runs) {
     const net = checkNet({
-      depth: integer('depth', r.depth, 1),
+      depth: r.depth,
       plain: r.plain === true,
       shortcut: parseShortcut(r.shortcut ?? 'A'),
     });
-    for (const seed of r.seeds ?? [1]) runs.push({ net, seed: integer('seed', seed, 0) });
+    for (const seed of new Set(r.seeds ?? [1])) runs.push({ net, seed });
   }
   return {
     name,
-    description: raw.description ?? '',
+    description: raw.description,
     out: raw.out ?? name,
     recipe: completeRecipe(raw.recipe ?? {}),
     runs,

@@ -55,3 +55,62 @@ export function truncateMetrics(file: string, iteration: number): number {
   writeFileAtomic(file, kept.join('\n') + '\n');
   return kept.length - 1;
 }
+
+/**
+ * Parses metrics.csv (for the run's own check and for the reports). Columns are looked up
+ * by the titles above, so a file with reordered or extra columns still parses. Throws on a
+ * missing column, a non-numeric cell or iterations that do not increase. An incomplete last
+ * line (fewer cells, no final newline: a copy taken mid-write by a non-atomic tool) is
+ * ignored; so is an empty file.
+ *
+ * Not a general CSV library on purpose: this file only ever holds what appendMetricsRow
+ * writes (numbers and empty cells, never quotes or commas inside a cell), and anything
+ * else is damage to report, which a lenient general parser would hide.
+ */
+export function parseMetricsCsv(text: string): Row[] {
+  if (text.trim() === '') return [];
+  const lines = text.split(/\r?\n/);
+  const endsWithNewline = /\n$/.test(text);
+  const header = (lines.shift() ?? '').split(',').map((h) => h.trim());
+  const index = new Map(header.map((h, i) => [h, i]));
+  for (const c of COLUMNS) {
+    if (!index.has(c.title)) throw new Error(`metrics.csv: no "${c.title}" column`);
+  }
+  let lastLine = lines.length - 1;
+  while (lastLine >= 0 && lines[lastLine].trim() === '') lastLine--;
+  const rows: Row[] = [];
+  for (let i = 0; i <= lastLine; i++) {
+    const line = lines[i].trim();
+    if (line === '') continue;
+    const cells = line.split(',');
+    if (i === lastLine && !endsWithNewline && cells.length < header.length) break;
+    const lineNo = i + 2; // 1-based, after the header
+    const row = {} as Record<keyof Row, number | null>;
+    for (const c of COLUMNS) {
+      const s = (cells[index.get(c.title)!] ?? '').trim();
+      const v = Number(s);
+      if (c.id === 'valError' && s === '') row[c.id] = null;
+      else if (s === '' || !Number.isFinite(v))
+        throw new Error(`metrics.csv line ${lineNo}: ${c.title} is "${s}", not a number`);
+      else row[c.id] = v;
+    }
+    const prev = rows[rows.length - 1];
+    if (prev && (row.iteration as number) <= prev.iteration) {
+      throw new Error(`metrics.csv line ${lineNo}: iteration ${row.iteration} after ${prev.iteration}`);
+    }
+    rows.push(row as Row);
+  }
+  return rows;
+}
+
+/**
+ * The strict reading a run does before it resumes: exactly our header, whole lines only.
+ * Throws with the reason (the caller names the file and what to do).
+ */
+export function readMetricsStrict(file: string): Row[] {
+  const text = fs.readFileSync(file, 'utf8');
+  if (text === '') throw new Error('it is empty (no header)');
+  if (!text.startsWith(CSV_HEADER)) throw new Error(`its first line is not the header "${CSV_HEADER.trim()}"`);
+  if (!text.endsWith('\n')) throw new Error('its last line is incomplete');
+  return parseMetricsCsv(text);
+}

@@ -1,10 +1,7 @@
-// `resnet-exp run`: one network, trained with the paper's recipe, in its own folder:
-//   config.json   every setting, versions, engine, data checksums
-//   metrics.csv   one row per evaluation (see src/experiment/metrics-csv.ts)
-//   checkpoint.bin  the state after the last row (or at an interrupt)
-//   summary.json  written when the run is finished
-// Running the same command again resumes from the checkpoint; the CSV keeps exactly the
-// rows the checkpoint accounts for, so no row is ever lost or written twice.
+// `resnet-exp run`: one network, trained with the paper's recipe, in its own folder (the
+// folder, its files and their checks belong to run-folder.ts). Running the same command
+// again resumes from the checkpoint; the CSV keeps exactly the rows the checkpoint accounts
+// for, so no row is ever lost or written twice.
 import * as tf from '@tensorflow/tfjs-core';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -12,20 +9,21 @@ import { evalBatches, TrainBatches } from '../data/batches';
 import { holdOut, loadCifar10, pixelMean } from '../data/cifar10';
 import { selectEngine } from '../engine/select';
 import { CifarNet } from '../model/resnet';
-import { parseMetricsCsv } from '../report/runs';
 import type { ScheduleConfig } from '../train/schedule';
 import { Sgd } from '../train/sgd';
 import { evaluate } from '../train/step';
 import { initialLoopState, trainLoop, type LoopState, type Row } from '../train/trainer';
-import { CheckpointError, readCheckpoint, writeCheckpoint, type TensorEntry } from './checkpoint';
-import { lockRun, writeFileAtomic } from './files';
-import { appendMetricsRow, createMetrics, truncateMetrics } from './metrics-csv';
-import { runDir, runName, SettingsError, warmupEnabled, type RunSettings } from './settings';
+import { CheckpointError, writeCheckpoint, type TensorEntry } from './checkpoint';
+import { LockError } from './lock';
+import { appendMetricsRow, parseMetricsCsv } from './metrics-csv';
+import { identityOf, RunFolder, runDir, type Plan, type Summary } from './run-folder';
+import { SettingsError, warmupEnabled, type RunSettings } from './settings';
+
+export { OutputError } from './files';
+export type { Summary } from './run-folder';
 
 /** Evaluation batch size: larger than training batches, it only has to fit in memory. */
 const EVAL_BATCH = 500;
-
-export class OutputError extends Error {}
 
 /** How a run reports to the user (a progress bar on a TTY, plain lines elsewhere). */
 export interface RunReporter {
@@ -41,43 +39,6 @@ export interface RunOutcome {
   dir: string;
 }
 
-export interface Summary {
-  finished: true;
-  iterations: number;
-  final_train_error: number;
-  final_test_error: number;
-  best_test_error: number;
-  final_val_error: number | null;
-  wall_s: number;
-}
-
-/** The part of config.json that a resumed run must share with the run it continues. */
-interface RunIdentity {
-  net: unknown;
-  seed: unknown;
-  recipe: unknown;
-  /** Absent in runs made before --precision existed: those are fp32. */
-  precision?: unknown;
-  data: { recordsPerFile: unknown };
-}
-
-function identity(cfg: RunIdentity | RunSettings): string {
-  const records = 'data' in cfg ? cfg.data.recordsPerFile : cfg.recordsPerFile;
-  const precision = cfg.precision ?? 'fp32';
-  return JSON.stringify({ net: cfg.net, seed: cfg.seed, recipe: cfg.recipe, records, precision });
-}
-
-function prepareDir(dir: string): void {
-  try {
-    fs.mkdirSync(dir, { recursive: true });
-    fs.accessSync(dir, fs.constants.W_OK);
-  } catch (e) {
-    throw new OutputError(
-      `cannot write to ${dir}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}; choose another --out`,
-    );
-  }
-}
-
 export function packageVersion(): string {
   const file = path.resolve(__dirname, '../../package.json');
   return (JSON.parse(fs.readFileSync(file, 'utf8')) as { version: string }).version;
@@ -88,47 +49,38 @@ export async function runExperiment(
   report: RunReporter,
   shouldStop: () => boolean,
 ): Promise<RunOutcome> {
-  const dir = runDir(s);
-  prepareDir(dir);
-  const unlock = lockRun(dir);
+  const folder = await RunFolder.open(runDir(s), { wait: s.waitForLock, log: (l) => report.log(l) });
+  const progress = { iteration: 0 };
   try {
-    return await runLocked(s, dir, report, shouldStop);
+    if (s.fresh) folder.clear();
+    const plan = folder.check(identityOf(s));
+    if (plan.kind === 'finished') {
+      const sum = plan.summary;
+      report.log(
+        `${folder.dir} is already finished (${sum.iterations} iterations, test error ${sum.final_test_error.toFixed(2)}%); ` +
+          'pass --fresh to train it again',
+      );
+      return { status: 'already-finished', dir: folder.dir };
+    }
+    return await train(s, folder, plan, report, shouldStop, progress);
+  } catch (e) {
+    // Not for another run's folder (other settings) or a lock we no longer hold.
+    if (!(e instanceof SettingsError || e instanceof LockError)) folder.recordFailure(e, progress.iteration);
+    throw e;
   } finally {
-    unlock();
+    folder.close();
   }
 }
 
-async function runLocked(
+async function train(
   s: RunSettings,
-  dir: string,
+  folder: RunFolder,
+  plan: Exclude<Plan, { kind: 'finished' }>,
   report: RunReporter,
   shouldStop: () => boolean,
+  progress: { iteration: number },
 ): Promise<RunOutcome> {
-  const files = {
-    config: path.join(dir, 'config.json'),
-    metrics: path.join(dir, 'metrics.csv'),
-    checkpoint: path.join(dir, 'checkpoint.bin'),
-    summary: path.join(dir, 'summary.json'),
-  };
-  if (s.fresh) for (const f of Object.values(files)) fs.rmSync(f, { force: true });
-  const started = fs.existsSync(files.checkpoint) || fs.existsSync(files.summary);
-  if (started && fs.existsSync(files.config)) {
-    const old = JSON.parse(fs.readFileSync(files.config, 'utf8')) as RunIdentity;
-    if (identity(old) !== identity(s)) {
-      throw new SettingsError(
-        `${dir} was started with other settings (see its config.json); use the same flags to resume, --fresh to restart, or another --out`,
-      );
-    }
-  }
-  if (fs.existsSync(files.summary)) {
-    const sum = JSON.parse(fs.readFileSync(files.summary, 'utf8')) as Summary;
-    report.log(
-      `${dir} is already finished (${sum.iterations} iterations, test error ${sum.final_test_error.toFixed(2)}%); ` +
-        'pass --fresh to train it again',
-    );
-    return { status: 'already-finished', dir };
-  }
-
+  const dir = folder.dir;
   const data = loadCifar10(s.dataDir, { recordsPerFile: s.recordsPerFile });
   const { train, val } = s.recipe.val > 0 ? holdOut(data.train, s.recipe.val) : { train: data.train, val: undefined };
   if (s.recipe.batch > train.count)
@@ -145,7 +97,7 @@ async function runLocked(
     warmup: warmupEnabled(s.recipe, s.net.depth),
   };
   const config = {
-    name: runName(s),
+    name: path.basename(dir),
     variant: s.net.plain ? 'plain' : 'resnet',
     depth: s.net.depth,
     shortcut: s.net.shortcut,
@@ -175,22 +127,30 @@ async function runLocked(
   );
   let state = initialLoopState(schedule);
   try {
-    if (fs.existsSync(files.checkpoint)) {
-      state = restore(files.checkpoint, net, sgd);
+    if (plan.kind === 'resume') {
+      state = restore(folder.path('checkpoint'), plan.tensors, plan.state, net, sgd);
       report.log(`resuming ${dir} at iteration ${state.iteration}`);
-      writeFileAtomic(files.config, JSON.stringify({ ...config, resumed_engine: engine.name }, null, 2) + '\n');
+      folder.startTraining({ ...config, resumed_engine: engine.name }, state.iteration);
     } else {
-      writeFileAtomic(files.config, JSON.stringify(config, null, 2) + '\n');
+      folder.startTraining(config, 0);
     }
-    if (!fs.existsSync(files.metrics) || state.iteration === 0) createMetrics(files.metrics);
-    else truncateMetrics(files.metrics, state.iteration);
+    progress.iteration = state.iteration;
 
     const batches = new TrainBatches(train, mean, s.recipe.batch, s.seed);
-    const evalFn = () => ({
-      test: evaluate(net, evalBatches(data.test, mean, EVAL_BATCH)),
-      val: val ? evaluate(net, evalBatches(val, mean, EVAL_BATCH)) : null,
-    });
-    const save = (st: LoopState) => writeCheckpoint(files.checkpoint, { version: 1, state: st }, snapshot(net, sgd));
+    // The lock's heartbeat around each evaluation too: one can take minutes on a deep net.
+    const evalFn = () => {
+      folder.heartbeat();
+      const test = evaluate(net, evalBatches(data.test, mean, EVAL_BATCH));
+      folder.heartbeat();
+      const valError = val ? evaluate(net, evalBatches(val, mean, EVAL_BATCH)) : null;
+      folder.heartbeat();
+      return { test, val: valError };
+    };
+    const identity = identityOf(s);
+    const save = (st: LoopState) => {
+      folder.verifyOwner();
+      writeCheckpoint(folder.path('checkpoint'), { version: 2, state: st, identity }, snapshot(net, sgd));
+    };
 
     report.start(config.name, s.recipe.iterations, state.iteration);
     let outcome: 'finished' | 'stopped';
@@ -208,11 +168,16 @@ async function runLocked(
         onRow: async (row, st) => {
           // CSV first, then the checkpoint: a kill between the two leaves a row that the
           // resumed run drops (truncateMetrics) and computes again identically.
-          appendMetricsRow(files.metrics, row);
+          folder.verifyOwner();
+          appendMetricsRow(folder.path('metrics'), row);
           save(st);
           report.row(row);
         },
-        onStep: (st, info) => report.step(st, info),
+        onStep: (st, info) => {
+          progress.iteration = st.iteration;
+          folder.heartbeat();
+          report.step(st, info);
+        },
         onWarmupEnd: (i) =>
           report.log(`warm-up ended at iteration ${i}: training error below 80%, learning rate back to ${s.recipe.lr}`),
         shouldStop,
@@ -226,8 +191,8 @@ async function runLocked(
       report.log(`interrupted at iteration ${state.iteration}; checkpoint saved. Run the same command to resume.`);
       return { status: 'stopped', dir };
     }
-    const summary = summarize(files.metrics, state);
-    writeFileAtomic(files.summary, JSON.stringify(summary, null, 2) + '\n');
+    const summary = summarize(folder.path('metrics'), state);
+    folder.writeSummary(summary);
     report.log(
       `finished ${dir}: ${summary.iterations} iterations, training error ${summary.final_train_error.toFixed(2)}%, ` +
         `test error ${summary.final_test_error.toFixed(2)}% (best ${summary.best_test_error.toFixed(2)}%), ${(summary.wall_s / 3600).toFixed(2)} h`,
@@ -248,15 +213,17 @@ function snapshot(net: CifarNet, sgd: Sgd): Map<string, TensorEntry> {
   return out;
 }
 
-function restore(file: string, net: CifarNet, sgd: Sgd): LoopState {
-  const { meta, tensors } = readCheckpoint(file);
-  const state = (meta as { state?: LoopState }).state;
-  if (!state || typeof state.iteration !== 'number')
-    throw new CheckpointError(`checkpoint ${file} has no training state; pass --fresh`);
+function restore(
+  file: string,
+  tensors: Map<string, TensorEntry>,
+  state: LoopState,
+  net: CifarNet,
+  sgd: Sgd,
+): LoopState {
   const load = (name: string, v: tf.Variable) => {
     const t = tensors.get(name);
     if (!t || t.shape.join('x') !== v.shape.join('x')) {
-      throw new CheckpointError(`checkpoint ${file} does not match this network (${name}); pass --fresh to start over`);
+      throw new CheckpointError(`${file} does not match this network (${name}); pass --fresh to start over`);
     }
     tf.tidy(() => v.assign(tf.tensor(t.data, t.shape)));
   };

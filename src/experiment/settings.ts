@@ -1,8 +1,8 @@
 // The settings of one run, from command-line flags or an experiment file, with the
 // paper's recipe as the defaults (PROTOCOL.md, "Training").
-import * as path from 'node:path';
+import * as os from 'node:os';
 import type { EngineChoice, Precision } from '../engine/engine';
-import { blocksPerStage, netName, type NetConfig, type Shortcut } from '../model/resnet';
+import { blocksPerStage, type NetConfig, type Shortcut } from '../model/resnet';
 import { defaultMilestones } from '../train/schedule';
 
 export class SettingsError extends Error {}
@@ -46,17 +46,15 @@ export interface RunSettings {
   /** Convolution arithmetic; part of the run's identity (bf16 runs get their own folder). */
   precision: Precision;
   fresh: boolean;
+  /**
+   * A held run.lock is waited for (a scheduler task, e.g. a replacement pod beside a
+   * terminating one) instead of being an error (a plain `run`).
+   */
+  waitForLock?: boolean;
 }
 
-/** Name of a run: <plain|resnet>-<depth>[-B]-s<seed>[-bf16]. */
-export function runName(s: Pick<RunSettings, 'net' | 'seed' | 'precision'>): string {
-  return `${netName(s.net)}-s${s.seed}${s.precision === 'bf16' ? '-bf16' : ''}`;
-}
-
-/** Folder of a run: <out>/<run name>. */
-export function runDir(s: Pick<RunSettings, 'net' | 'seed' | 'out' | 'precision'>): string {
-  return path.join(s.out, runName(s));
-}
+// The folder's name belongs to the run folder's owner; re-exported for existing callers.
+export { runDir, runName } from './run-folder';
 
 /** Warm-up as the paper: only the 110-layer (and deeper) nets need it. */
 export function warmupEnabled(recipe: Recipe, depth: number): boolean {
@@ -117,7 +115,27 @@ export function completeRecipe(partial: Partial<Recipe>): Recipe {
   return r;
 }
 
+/**
+ * The deepest net accepted: the paper's deepest is 1202 layers (about 19.4M parameters and
+ * several GB of activations at batch 128); far deeper ones only end in an out-of-memory crash.
+ */
+export const MAX_DEPTH = 2000;
+
 export function checkNet(net: NetConfig): NetConfig {
+  if (net.depth > MAX_DEPTH) {
+    throw new SettingsError(
+      `depth ${net.depth} is above the limit of ${MAX_DEPTH} (the paper's deepest net has 1202 layers)`,
+    );
+  }
   blocksPerStage(net.depth);
   return net;
+}
+
+/** --threads: at most the cores of this machine (more only slows every thread down). */
+export function checkThreads(value: string | number): number {
+  const n = integer('--threads', value, 1);
+  const cores = os.availableParallelism();
+  if (n > cores)
+    throw new SettingsError(`--threads ${n} is more than the ${cores} cores of this machine; use at most ${cores}`);
+  return n;
 }

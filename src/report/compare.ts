@@ -1,7 +1,7 @@
 // `compare`: one line per configuration, averaged over seeds, beside the paper's
 // numbers, and a verdict on the paper's claim: do deeper nets END with higher
 // training error (degradation) or lower?
-import type { MetricsRow, RunRecord } from './runs';
+import { dedupeSeeds, type MetricsRow, type RunRecord } from './runs';
 import { PAPER_ITERATIONS, REPRODUCTION, TABLE6_RESNET, type PaperFigure } from './paper';
 
 /**
@@ -32,6 +32,8 @@ export interface CompareRow {
   depth: number;
   shortcut: 'A' | 'B';
   plannedIterations: number;
+  /** [issue 9] The recipe/precision/data identity shared by the row's runs (runs.ts). */
+  recipeKey: string;
   seeds: number[];
   finishedSeeds: number;
   params: number;
@@ -67,8 +69,12 @@ export interface CompareReport {
   notes: string[];
 }
 
-export function compareRuns(runs: RunRecord[]): CompareReport {
-  const groups = groupBy(runs, (r) => `${r.variant}|${r.shortcut}|${r.plannedIterations}|${r.depth}`);
+export function compareRuns(all: RunRecord[]): CompareReport {
+  // [issue 9] Seeds of one configuration = same net AND same recipe/precision/data
+  // (recipeKey); a seed found twice counts once. Different recipes are different rows.
+  const dedupeNotes: string[] = [];
+  const runs = dedupeSeeds(all, (m) => dedupeNotes.push(m));
+  const groups = groupBy(runs, (r) => `${r.variant}|${r.shortcut}|${r.depth}|${r.recipeKey}`);
   const rows = [...groups.values()]
     .map(toRow)
     .sort(
@@ -79,10 +85,11 @@ export function compareRuns(runs: RunRecord[]): CompareReport {
         a.depth - b.depth,
     );
 
-  const verdictGroups = groupBy(rows, (r) => `${r.variant}|${r.shortcut}|${r.plannedIterations}`);
+  const verdictGroups = groupBy(rows, (r) => `${r.variant}|${r.shortcut}|${r.recipeKey}`); // [issue 9]
   const verdicts = [...verdictGroups.values()].map(toVerdict);
 
   const notes = [
+    ...dedupeNotes,
     `final training error = mean train_error of the last ${FINAL_TRAIN_ROWS} logged rows ` +
       `(a single mini-batch estimate is noisy); ± is the sample std over seeds.`,
     `verdicts compare final training error across depths, as Fig. 6 does.`,
@@ -116,11 +123,12 @@ function toRow(runs: RunRecord[]): CompareRow {
         }
       : null;
   return {
-    label: `${first.variant}-${first.depth}${first.shortcut === 'B' ? '-B' : ''}`,
+    label: `${first.variant}-${first.depth}${first.shortcut === 'B' ? '-B' : ''}${first.recipeTag ? ` ${first.recipeTag}` : ''}`,
     variant: first.variant,
     depth: first.depth,
     shortcut: first.shortcut,
     plannedIterations: first.plannedIterations,
+    recipeKey: first.recipeKey,
     seeds: runs.map((r) => r.seed).sort((a, b) => a - b),
     finishedSeeds: runs.filter((r) => r.finished).length,
     params: first.params,

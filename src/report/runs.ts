@@ -4,7 +4,12 @@
 // should stop a report, so a bad run becomes one warning line and is skipped.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { parseMetricsCsv } from '../experiment/metrics-csv';
+import { identityKey, identityOfConfig } from '../experiment/run-folder';
+import { PAPER_RECIPE } from '../experiment/settings';
 import type { Row } from '../train/trainer';
+
+export { parseMetricsCsv };
 
 /** One row of metrics.csv, as the training loop makes it. Errors are in percent. */
 export type MetricsRow = Row;
@@ -20,78 +25,35 @@ export interface RunRecord {
   params: number;
   /** recipe.iterations: the length of the schedule the run was started with. */
   plannedIterations: number;
+  /**
+   * Everything of the run's identity but the net and the seed (recipe, precision, data):
+   * runs are seeds of one configuration only when this is equal (compare, plot).
+   */
+  recipeKey: string;
+  /** What of the recipe differs from the paper's, besides the schedule: e.g. "lr=0.05 batch=64". */
+  recipeTag: string;
   /** summary.json exists and says finished: true. */
   finished: boolean;
   rows: MetricsRow[];
 }
 
-// Column name in metrics.csv -> field of MetricsRow. Looked up by header name, so a
-// trainer that reorders or adds columns still parses.
-const COLUMNS = {
-  iteration: 'iteration',
-  epoch: 'epoch',
-  lr: 'lr',
-  trainLoss: 'train_loss',
-  trainError: 'train_error',
-  testError: 'test_error',
-  valError: 'val_error',
-  elapsedS: 'elapsed_s',
-  imagesPerS: 'images_per_s',
-} as const;
-
 /**
- * Parses metrics.csv. Throws on a missing column, a non-numeric cell or iterations
- * that do not increase. An incomplete last line (the trainer is writing it right
- * now: fewer cells than the header and no final newline) is ignored, not an error;
- * so is an empty file.
+ * One run per seed of each configuration (same net and recipeKey): a run folder copied to
+ * two places must not count twice. Keeps the run with the most rows; says which it dropped.
  */
-export function parseMetricsCsv(text: string): MetricsRow[] {
-  // The trainer creates the file before it writes the header: a run with no rows yet.
-  if (text.trim() === '') return [];
-  const lines = text.split(/\r?\n/);
-  const endsWithNewline = /\n$/.test(text);
-  const header = (lines.shift() ?? '').split(',').map((h) => h.trim());
-  const index = new Map(header.map((h, i) => [h, i]));
-  for (const column of Object.values(COLUMNS)) {
-    if (!index.has(column)) throw new Error(`metrics.csv: no "${column}" column`);
-  }
-  let lastLine = lines.length - 1;
-  while (lastLine >= 0 && lines[lastLine].trim() === '') lastLine--;
-  const rows: MetricsRow[] = [];
-  for (let i = 0; i <= lastLine; i++) {
-    const line = lines[i].trim();
-    if (line === '') continue;
-    const cells = line.split(',');
-    if (i === lastLine && !endsWithNewline && cells.length < header.length) break;
-    const lineNo = i + 2; // 1-based, after the header
-    const cell = (column: string): string => (cells[index.get(column)!] ?? '').trim();
-    const num = (column: string): number => {
-      const s = cell(column);
-      const v = Number(s);
-      if (s === '' || !Number.isFinite(v)) {
-        throw new Error(`metrics.csv line ${lineNo}: ${column} is "${s}", not a number`);
-      }
-      return v;
-    };
-    const val = cell(COLUMNS.valError);
-    const row: MetricsRow = {
-      iteration: num(COLUMNS.iteration),
-      epoch: num(COLUMNS.epoch),
-      lr: num(COLUMNS.lr),
-      trainLoss: num(COLUMNS.trainLoss),
-      trainError: num(COLUMNS.trainError),
-      testError: num(COLUMNS.testError),
-      valError: val === '' ? null : num(COLUMNS.valError),
-      elapsedS: num(COLUMNS.elapsedS),
-      imagesPerS: num(COLUMNS.imagesPerS),
-    };
-    const prev = rows[rows.length - 1];
-    if (prev && row.iteration <= prev.iteration) {
-      throw new Error(`metrics.csv line ${lineNo}: iteration ${row.iteration} after ${prev.iteration}`);
+export function dedupeSeeds(runs: RunRecord[], note: (msg: string) => void): RunRecord[] {
+  const bySeed = new Map<string, RunRecord>();
+  for (const r of runs) {
+    const key = `${r.variant}|${r.depth}|${r.shortcut}|${r.recipeKey}|${r.seed}`;
+    const other = bySeed.get(key);
+    if (other === undefined) bySeed.set(key, r);
+    else {
+      const [keep, drop] = r.rows.length > other.rows.length ? [r, other] : [other, r];
+      bySeed.set(key, keep);
+      note(`${keep.name}: seed ${r.seed} is in both ${keep.dir} and ${drop.dir}; counted once, from the first`);
     }
-    rows.push(row);
   }
-  return rows;
+  return runs.filter((r) => [...bySeed.values()].includes(r));
 }
 
 /**
@@ -193,6 +155,11 @@ function readRun(dir: string, warn: (msg: string) => void): RunRecord {
   const params = positiveInt(config.params, 'params');
   const plannedIterations = positiveInt(recipe.iterations, 'recipe.iterations');
   const name = typeof config.name === 'string' ? config.name : path.basename(dir);
+  const recipeKey = identityKey({ ...identityOfConfig(config), net: undefined, seed: undefined });
+  const recipeTag = (['lr', 'batch', 'momentum', 'weightDecay', 'warmup', 'val'] as const)
+    .filter((k) => recipe[k] !== undefined && recipe[k] !== PAPER_RECIPE[k])
+    .map((k) => `${k}=${String(recipe[k])}`)
+    .join(' ');
 
   const rows = parseMetricsCsv(fs.readFileSync(path.join(dir, 'metrics.csv'), 'utf8'));
 
@@ -216,6 +183,8 @@ function readRun(dir: string, warn: (msg: string) => void): RunRecord {
     seed,
     params,
     plannedIterations,
+    recipeKey,
+    recipeTag,
     finished,
     rows,
   };
