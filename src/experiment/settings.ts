@@ -46,6 +46,8 @@ export interface RunSettings {
   /** Convolution arithmetic; part of the run's identity (bf16 runs get their own folder). */
   precision: Precision;
   fresh: boolean;
+  /** A held run lock is waited for, not an error (scheduler tasks; implemented by issue 9's lock). */
+  waitForLock?: boolean;
 }
 
 /** Name of a run: <plain|resnet>-<depth>[-B]-s<seed>[-bf16]. */
