@@ -27,10 +27,16 @@ import { compareRuns, formatCompare } from '../report/compare';
 import { plotFig6 } from '../report/plot';
 import { loadRuns } from '../report/runs';
 import { createReporter } from './progress';
+import { chooseIndex } from '../cluster/index';
+import { addClusterOptions, clusterAction, type ClusterFlags } from '../cluster/grid-flags';
+import { requeueSelf } from '../cluster/requeue';
 
 const DEFAULT_OUT = './results';
 
-/** SIGINT/SIGTERM: finish the current step, checkpoint, exit. A second signal exits at once. */
+/**
+ * SIGINT/SIGTERM: finish the current step, checkpoint, exit. A second signal exits at once.
+ * SIGUSR1 (Slurm's time-limit warning, --signal=B:USR1): the same, then requeue (stopped()).
+ */
 function stopOnSignals(): { requested: () => NodeJS.Signals | undefined } {
   let signal: NodeJS.Signals | undefined;
   const handler = (s: NodeJS.Signals) => {
@@ -40,11 +46,18 @@ function stopOnSignals(): { requested: () => NodeJS.Signals | undefined } {
   };
   process.on('SIGINT', handler);
   process.on('SIGTERM', handler);
+  process.on('SIGUSR1', handler);
   return { requested: () => signal };
 }
 
 function exitCodeFor(signal: NodeJS.Signals | undefined): number {
-  return signal === 'SIGTERM' ? 143 : 130;
+  return signal === 'SIGTERM' ? 143 : signal === 'SIGUSR1' ? 138 : 130;
+}
+
+/** After a run stopped on a signal, checkpoint written: the exit code, and a requeue on SIGUSR1. */
+function stopped(signal: NodeJS.Signals | undefined): void {
+  if (signal === 'SIGUSR1') requeueSelf((line) => process.stderr.write(`${line}\n`));
+  process.exitCode = exitCodeFor(signal);
 }
 
 interface CommonRunFlags {
@@ -151,27 +164,35 @@ export function buildProgram(): Command {
     };
     const stop = stopOnSignals();
     const outcome = await runExperiment(settings, createReporter(), () => stop.requested() !== undefined);
-    if (outcome.status === 'stopped') process.exitCode = exitCodeFor(stop.requested());
+    if (outcome.status === 'stopped') stopped(stop.requested());
   });
 
-  addCommonRunOptions(
-    program
-      .command('grid')
-      .description('run every run of an experiment file (experiments/*.json): fig6-plain, fig6-resnet, table6, quick')
-      .argument('<experiment>', 'name in experiments/ or a path to a JSON file'),
-  ).action(async (name: string, o) => {
+  addClusterOptions(
+    addCommonRunOptions(
+      program
+        .command('grid')
+        .description('run every run of an experiment file (experiments/*.json): fig6-plain, fig6-resnet, table6, quick')
+        .argument('<experiment>', 'name in experiments/ or a path to a JSON file'),
+    ),
+  ).action(async (name: string, o: CommonRunFlags & ClusterFlags) => {
     const exp = loadExperiment(name);
     const base = common(o);
+    if (clusterAction(exp, name, base, o)) return;
+    const chosen = chooseIndex(o.index, exp.runs.length);
     const out = path.join(base.out, exp.out);
     const reporter = createReporter();
     reporter.log(`${exp.name}: ${exp.description} (${exp.runs.length} runs in ${out})`);
+    if (chosen) reporter.log(`run ${chosen.index} of 0-${exp.runs.length - 1}, from ${chosen.source}`);
     const stop = stopOnSignals();
     for (const [i, r] of exp.runs.entries()) {
+      if (chosen && i !== chosen.index) continue;
       const settings: RunSettings = { ...base, out, net: r.net, seed: r.seed, recipe: exp.recipe };
+      // A scheduler may start a replacement task beside one that is still stopping: wait.
+      if (chosen && chosen.source !== '--index') settings.waitForLock = true;
       reporter.log(`[${i + 1}/${exp.runs.length}] ${runDir(settings)}`);
       const outcome = await runExperiment(settings, reporter, () => stop.requested() !== undefined);
       if (outcome.status === 'stopped') {
-        process.exitCode = exitCodeFor(stop.requested());
+        stopped(stop.requested());
         return;
       }
     }

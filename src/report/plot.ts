@@ -137,13 +137,20 @@ function panelsFor(series: Series[]): Panel[] {
   const resnet = series.filter((s) => s.variant === 'resnet');
   const has = (d: number) => resnet.some((s) => s.depth === d);
   const third = has(110) && has(1202);
-  const suffix = (s: Series) => (s.shortcut === 'B' ? ' (B)' : '');
+  // issue 7: runs still training on a shared results folder are drawn as far as they got,
+  // and say so in the legend (the least progress over the series' seeds).
+  const running = (s: Series) => {
+    if (s.runs.every((r) => r.finished)) return '';
+    const least = Math.min(...s.runs.map((r) => r.rows[r.rows.length - 1]?.iteration ?? 0));
+    return ` (running: ${least}/${s.plannedIterations})`;
+  };
+  const suffix = (s: Series) => (s.shortcut === 'B' ? ' (B)' : '') + running(s);
   const panels: Panel[] = [];
   if (plain.length) {
     panels.push({
       title: 'plain networks',
       series: plain,
-      label: (s) => `plain-${s.depth}`,
+      label: (s) => `plain-${s.depth}${running(s)}`,
     });
   }
   const middle = third ? resnet.filter((s) => s.depth !== 1202) : resnet;
@@ -308,6 +315,7 @@ export function buildFig6Spec(runs: RunRecord[], warn: (msg: string) => void = (
             symbolType: 'stroke',
             symbolStrokeWidth: 3,
             labelFontSize: 12,
+            labelLimit: 0, // issue 7: no ellipsis on "(running: k/n)"
           },
         },
         strokeDash: {

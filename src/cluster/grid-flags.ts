@@ -1,0 +1,87 @@
+// The `grid` command's cluster flags: --list [--json], --index, --emit slurm|k8s and the
+// emitters' options. src/cli/main.ts declares the command and calls in here.
+import { Command, Option } from 'commander';
+import * as fs from 'node:fs';
+import type { Experiment } from '../experiment/grid';
+import { integer, SettingsError, type RunSettings } from '../experiment/settings';
+import { k8sManifest } from './k8s';
+import { formatList, listRuns } from './list';
+import { planTasks } from './plan';
+import { slurmScript } from './slurm';
+import { packageVersion } from '../experiment/run';
+
+export interface ClusterFlags {
+  list?: boolean;
+  json?: boolean;
+  index?: string;
+  emit?: 'slurm' | 'k8s';
+  time: string;
+  cpus?: string;
+  mem?: string;
+  partition?: string;
+  parallel?: string;
+  jobName?: string;
+  image: string;
+  resultsClaim: string;
+  dataClaim: string;
+  backoffLimitPerIndex: string;
+}
+
+export function addClusterOptions(cmd: Command): Command {
+  return cmd
+    .option('--list', 'list the runs (index, name, status, folder) instead of running them')
+    .option('--json', 'with --list: JSON for scripts')
+    .option('--index <i>', 'run only run i of --list (default: $SLURM_ARRAY_TASK_ID or $JOB_COMPLETION_INDEX)')
+    .addOption(
+      new Option('--emit <scheduler>', 'print a job for a cluster instead of running').choices(['slurm', 'k8s']),
+    )
+    .option('--time <limit>', 'slurm: time limit per task (a task requeues itself before it)', '24:00:00')
+    .option('--cpus <n>', 'slurm/k8s: cores per task (default 2)')
+    .option('--mem <GiB>', 'slurm/k8s: memory per task (default: from the deepest net)')
+    .option('--partition <name>', 'slurm: partition')
+    .option('--parallel <n>', 'slurm/k8s: tasks running at once (default: all)')
+    .option('--job-name <name>', 'slurm/k8s: job name (default resnet-exp-<experiment>)')
+    .option('--image <ref>', 'k8s: container image built from the Dockerfile', `resnet-exp:${packageVersion()}`)
+    .option(
+      '--results-claim <name>',
+      'k8s: PersistentVolumeClaim for the results (ReadWriteMany)',
+      'resnet-exp-results',
+    )
+    .option('--data-claim <name>', 'k8s: PersistentVolumeClaim holding cifar-10-batches-bin', 'cifar10-data')
+    .option('--backoff-limit-per-index <n>', 'k8s: failed pods allowed per run', '2');
+}
+
+type Base = Pick<RunSettings, 'dataDir' | 'out' | 'engine' | 'precision' | 'recordsPerFile'>;
+
+/** Handles --emit and --list; returns false when the grid should train instead. */
+export function clusterAction(exp: Experiment, given: string, base: Base, o: ClusterFlags): boolean {
+  if (o.emit && o.list) throw new SettingsError('--emit and --list do not go together; pick one');
+  if (o.json && !o.list) throw new SettingsError('--json only goes with --list');
+  if (o.emit) {
+    const plan = planTasks(exp, given, base, o);
+    const parallel = o.parallel === undefined ? undefined : integer('--parallel', o.parallel, 1);
+    if (o.emit === 'slurm') {
+      // Slurm fails a task at once when its log folder is missing (CLUSTER.md).
+      fs.mkdirSync(plan.logDir, { recursive: true });
+      process.stderr.write(`logs of the tasks go to ${plan.logDir}/<job>_<task>.log\n`);
+      process.stdout.write(slurmScript(plan, { time: o.time, partition: o.partition, parallel }));
+    } else {
+      process.stdout.write(
+        k8sManifest(plan, {
+          image: o.image,
+          resultsClaim: o.resultsClaim,
+          dataClaim: o.dataClaim,
+          parallel,
+          backoffLimitPerIndex: integer('--backoff-limit-per-index', o.backoffLimitPerIndex, 0),
+        }),
+      );
+    }
+    return true;
+  }
+  if (o.list) {
+    const runs = listRuns(exp, base);
+    process.stdout.write(o.json ? JSON.stringify(runs, null, 2) + '\n' : formatList(runs) + '\n');
+    return true;
+  }
+  return false;
+}
