@@ -25,6 +25,7 @@ import { compareRuns, formatCompare } from '../report/compare';
 import { plotFig6 } from '../report/plot';
 import { loadRuns } from '../report/runs';
 import { createReporter } from './progress';
+import { joinedWorld, joinWorld, quietReporter, type World } from '../distributed/world';
 
 const DEFAULT_OUT = './results';
 
@@ -32,6 +33,8 @@ const DEFAULT_OUT = './results';
 function stopOnSignals(): { requested: () => NodeJS.Signals | undefined } {
   let signal: NodeJS.Signals | undefined;
   const handler = (s: NodeJS.Signals) => {
+    // issue 8: under MPI a lone exit would leave the other ranks waiting: end them all.
+    if (signal && (joinedWorld()?.size ?? 1) > 1) joinedWorld()?.abort(s === 'SIGINT' ? 130 : 143);
     if (signal) process.exit(s === 'SIGINT' ? 130 : 143);
     signal = s;
     process.stderr.write(`\n${s}: saving a checkpoint after this step (send again to quit at once)\n`);
@@ -53,11 +56,12 @@ interface CommonRunFlags {
   precision: string;
   recordsPerFile: string;
   fresh?: boolean;
+  bnShards: string; // issue 8
 }
 
 function common(
   o: CommonRunFlags,
-): Pick<RunSettings, 'dataDir' | 'out' | 'engine' | 'threads' | 'precision' | 'recordsPerFile' | 'fresh'> {
+): Pick<RunSettings, 'dataDir' | 'out' | 'engine' | 'threads' | 'precision' | 'recordsPerFile' | 'fresh' | 'bnShards'> {
   return {
     dataDir: resolveDataDir(o.dataDir),
     out: o.out,
@@ -66,7 +70,14 @@ function common(
     precision: parsePrecision(o.precision),
     recordsPerFile: integer('--records-per-file', o.recordsPerFile, 1),
     fresh: o.fresh === true,
+    bnShards: integer('--bn-shards', o.bnShards, 1), // issue 8
   };
+}
+
+/** issue 8: the launcher's world (data-parallel under mpirun/srun) and its reporter. */
+function worldFor(engine: RunSettings['engine']): { world: World; reporter: ReturnType<typeof createReporter> } {
+  const world = joinWorld(engine === 'auto' || engine === 'native');
+  return { world, reporter: world.rank === 0 ? createReporter() : quietReporter };
 }
 
 function addCommonRunOptions(cmd: Command): Command {
@@ -84,6 +95,7 @@ function addCommonRunOptions(cmd: Command): Command {
         .default('fp32'),
     )
     .option('--fresh', 'discard an existing run of the same settings and start over')
+    .option('--bn-shards <k>', 'batch-norm statistics over k equal sub-batches (as k data-parallel processes)', '1')
     .addOption(
       new Option('--records-per-file <n>', 'records per data file (10000 in CIFAR-10; for small synthetic test data)')
         .default('10000')
@@ -145,7 +157,8 @@ export function buildProgram(): Command {
       ...common(o),
     };
     const stop = stopOnSignals();
-    const outcome = await runExperiment(settings, createReporter(), () => stop.requested() !== undefined);
+    const { world, reporter } = worldFor(settings.engine);
+    const outcome = await runExperiment(settings, reporter, () => stop.requested() !== undefined, world);
     if (outcome.status === 'stopped') process.exitCode = exitCodeFor(stop.requested());
   });
 
@@ -158,13 +171,13 @@ export function buildProgram(): Command {
     const exp = loadExperiment(name);
     const base = common(o);
     const out = path.join(base.out, exp.out);
-    const reporter = createReporter();
+    const { world, reporter } = worldFor(base.engine);
     reporter.log(`${exp.name}: ${exp.description} (${exp.runs.length} runs in ${out})`);
     const stop = stopOnSignals();
     for (const [i, r] of exp.runs.entries()) {
       const settings: RunSettings = { ...base, out, net: r.net, seed: r.seed, recipe: exp.recipe };
       reporter.log(`[${i + 1}/${exp.runs.length}] ${runDir(settings)}`);
-      const outcome = await runExperiment(settings, reporter, () => stop.requested() !== undefined);
+      const outcome = await runExperiment(settings, reporter, () => stop.requested() !== undefined, world);
       if (outcome.status === 'stopped') {
         process.exitCode = exitCodeFor(stop.requested());
         return;
@@ -227,6 +240,9 @@ export async function main(argv: string[]): Promise<void> {
     process.stderr.write(`error: ${message}\n`);
     if (process.env.RESNET_EXP_DEBUG) process.stderr.write(`${(e as Error)?.stack ?? ''}\n`);
     process.exitCode = 1;
+    // issue 8: the other ranks may be waiting in a collective for this one: end the job.
+    const world = joinedWorld();
+    if (world && world.size > 1) world.abort(1);
   }
 }
 

@@ -7,8 +7,11 @@
 // rows the checkpoint accounts for, so no row is ever lost or written twice.
 import * as tf from '@tensorflow/tfjs-core';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { evalBatches, TrainBatches } from '../data/batches';
+import { checkShards, DataParallel } from '../distributed/data-parallel';
+import { SOLO, threadsPerRank, type World } from '../distributed/world';
 import { holdOut, loadCifar10, pixelMean } from '../data/cifar10';
 import { selectEngine } from '../engine/select';
 import { CifarNet } from '../model/resnet';
@@ -59,12 +62,18 @@ interface RunIdentity {
   /** Absent in runs made before --precision existed: those are fp32. */
   precision?: unknown;
   data: { recordsPerFile: unknown };
+  // --- issue 8: absent in runs made before data-parallel training: one process, 1 shard.
+  world?: { size: number };
+  bn_shards?: number;
 }
 
-function identity(cfg: RunIdentity | RunSettings): string {
+function identity(cfg: RunIdentity | RunSettings, worldSize?: number): string {
   const records = 'data' in cfg ? cfg.data.recordsPerFile : cfg.recordsPerFile;
   const precision = cfg.precision ?? 'fp32';
-  return JSON.stringify({ net: cfg.net, seed: cfg.seed, recipe: cfg.recipe, records, precision });
+  // --- issue 8: world size and BN shards change the function computed.
+  const world = 'data' in cfg ? (cfg.world?.size ?? 1) : (worldSize ?? 1);
+  const bnShards = ('data' in cfg ? cfg.bn_shards : cfg.bnShards) ?? 1;
+  return JSON.stringify({ net: cfg.net, seed: cfg.seed, recipe: cfg.recipe, records, precision, world, bnShards });
 }
 
 function prepareDir(dir: string): void {
@@ -87,12 +96,15 @@ export async function runExperiment(
   s: RunSettings,
   report: RunReporter,
   shouldStop: () => boolean,
+  world: World = SOLO,
 ): Promise<RunOutcome> {
   const dir = runDir(s);
+  // --- issue 8: only rank 0 touches the run folder (not even the lock).
+  if (world.rank !== 0) return runLocked(s, dir, report, shouldStop, world);
   prepareDir(dir);
   const unlock = lockRun(dir);
   try {
-    return await runLocked(s, dir, report, shouldStop);
+    return await runLocked(s, dir, report, shouldStop, world);
   } finally {
     unlock();
   }
@@ -103,31 +115,44 @@ async function runLocked(
   dir: string,
   report: RunReporter,
   shouldStop: () => boolean,
+  world: World,
 ): Promise<RunOutcome> {
+  const lead = world.rank === 0; // issue 8
   const files = {
     config: path.join(dir, 'config.json'),
     metrics: path.join(dir, 'metrics.csv'),
     checkpoint: path.join(dir, 'checkpoint.bin'),
     summary: path.join(dir, 'summary.json'),
   };
-  if (s.fresh) for (const f of Object.values(files)) fs.rmSync(f, { force: true });
-  const started = fs.existsSync(files.checkpoint) || fs.existsSync(files.summary);
-  if (started && fs.existsSync(files.config)) {
-    const old = JSON.parse(fs.readFileSync(files.config, 'utf8')) as RunIdentity;
-    if (identity(old) !== identity(s)) {
-      throw new SettingsError(
-        `${dir} was started with other settings (see its config.json); use the same flags to resume, --fresh to restart, or another --out`,
+  // --- issue 8: rank 0 decides (the other ranks wait for its verdict, or are ended by
+  // its abort when it fails).
+  let finished = false;
+  if (lead) {
+    if (s.fresh) for (const f of Object.values(files)) fs.rmSync(f, { force: true });
+    const started = fs.existsSync(files.checkpoint) || fs.existsSync(files.summary);
+    if (started && fs.existsSync(files.config)) {
+      const old = JSON.parse(fs.readFileSync(files.config, 'utf8')) as RunIdentity;
+      if (identity(old) !== identity(s, world.size)) {
+        throw new SettingsError(
+          `${dir} was started with other settings (see its config.json: world size and bn shards count too); ` +
+            'use the same flags and process count to resume, --fresh to restart, or another --out',
+        );
+      }
+    }
+    if (fs.existsSync(files.summary)) {
+      const sum = JSON.parse(fs.readFileSync(files.summary, 'utf8')) as Summary;
+      report.log(
+        `${dir} is already finished (${sum.iterations} iterations, test error ${sum.final_test_error.toFixed(2)}%); ` +
+          'pass --fresh to train it again',
       );
+      finished = true;
     }
   }
-  if (fs.existsSync(files.summary)) {
-    const sum = JSON.parse(fs.readFileSync(files.summary, 'utf8')) as Summary;
-    report.log(
-      `${dir} is already finished (${sum.iterations} iterations, test error ${sum.final_test_error.toFixed(2)}%); ` +
-        'pass --fresh to train it again',
-    );
-    return { status: 'already-finished', dir };
-  }
+  const verdict = Float32Array.of(finished ? 1 : 0);
+  world.broadcast(verdict);
+  if (verdict[0] === 1) return { status: 'already-finished', dir };
+  const bnShards = s.bnShards ?? 1;
+  checkShards(s.recipe.batch, world.size, bnShards);
 
   const data = loadCifar10(s.dataDir, { recordsPerFile: s.recordsPerFile });
   const { train, val } = s.recipe.val > 0 ? holdOut(data.train, s.recipe.val) : { train: data.train, val: undefined };
@@ -135,10 +160,16 @@ async function runLocked(
     throw new SettingsError(`--batch ${s.recipe.batch} is larger than the ${train.count} training images`);
   const mean = pixelMean(train);
 
-  const engine = await selectEngine(s.engine, s.threads, s.precision);
+  // issue 8: ranks on one machine share its cores.
+  const threads = s.threads ?? (world.size > 1 ? threadsPerRank(world, os.availableParallelism()) : undefined);
+  // The collectives live in the native addon: data-parallel runs use its engine.
+  const choice = world.size > 1 && s.engine === 'auto' ? 'native' : s.engine;
+  const engine = await selectEngine(choice, threads, s.precision);
   report.log(`engine: ${engine.name}, ${engine.version}, ${engine.threads || 'default'} threads (${engine.reason})`);
 
   const net = new CifarNet(s.net, s.seed);
+  net.bnShards = bnShards; // issue 8
+  const parallel = world.size > 1 ? new DataParallel(world, net) : undefined; // issue 8
   const schedule: ScheduleConfig = {
     lr: s.recipe.lr,
     milestones: s.recipe.milestones,
@@ -154,6 +185,9 @@ async function runLocked(
     net: s.net,
     recipe: s.recipe,
     precision: s.precision,
+    // issue 8
+    world: { size: world.size, hosts: world.size > 1 ? world.hosts : [os.hostname()], launcher: world.launcher },
+    bn_shards: bnShards,
     warmup_enabled: schedule.warmup,
     engine: { name: engine.name, version: engine.version, threads: engine.threads, reason: engine.reason },
     versions: { 'resnet-exp': packageVersion(), node: process.version, 'tfjs-core': tf.version_core },
@@ -175,22 +209,34 @@ async function runLocked(
   );
   let state = initialLoopState(schedule);
   try {
-    if (fs.existsSync(files.checkpoint)) {
-      state = restore(files.checkpoint, net, sgd);
-      report.log(`resuming ${dir} at iteration ${state.iteration}`);
-      writeFileAtomic(files.config, JSON.stringify({ ...config, resumed_engine: engine.name }, null, 2) + '\n');
-    } else {
-      writeFileAtomic(files.config, JSON.stringify(config, null, 2) + '\n');
+    if (lead) {
+      if (fs.existsSync(files.checkpoint)) {
+        state = restore(files.checkpoint, net, sgd);
+        report.log(`resuming ${dir} at iteration ${state.iteration}`);
+        writeFileAtomic(files.config, JSON.stringify({ ...config, resumed_engine: engine.name }, null, 2) + '\n');
+      } else {
+        writeFileAtomic(files.config, JSON.stringify(config, null, 2) + '\n');
+      }
+      if (!fs.existsSync(files.metrics) || state.iteration === 0) createMetrics(files.metrics);
+      else truncateMetrics(files.metrics, state.iteration);
     }
-    if (!fs.existsSync(files.metrics) || state.iteration === 0) createMetrics(files.metrics);
-    else truncateMetrics(files.metrics, state.iteration);
+    if (parallel) state = parallel.broadcastStart(sgd, state); // issue 8
 
     const batches = new TrainBatches(train, mean, s.recipe.batch, s.seed);
-    const evalFn = () => ({
-      test: evaluate(net, evalBatches(data.test, mean, EVAL_BATCH)),
-      val: val ? evaluate(net, evalBatches(val, mean, EVAL_BATCH)) : null,
-    });
-    const save = (st: LoopState) => writeCheckpoint(files.checkpoint, { version: 1, state: st }, snapshot(net, sgd));
+    // issue 8: data-parallel evaluation after averaging the BN statistics and checking
+    // that every rank holds the same weights.
+    const evalOn = (split: typeof data.test) => {
+      const batches = evalBatches(split, mean, EVAL_BATCH);
+      return parallel ? parallel.evaluate(batches) : evaluate(net, batches);
+    };
+    const evalFn = (iteration: number) => {
+      parallel?.syncRunningStats();
+      parallel?.checkSameWeights(iteration);
+      return { test: evalOn(data.test), val: val ? evalOn(val) : null };
+    };
+    const save = (st: LoopState) => {
+      if (lead) writeCheckpoint(files.checkpoint, { version: 1, state: st }, snapshot(net, sgd));
+    };
 
     report.start(config.name, s.recipe.iterations, state.iteration);
     let outcome: 'finished' | 'stopped';
@@ -203,12 +249,13 @@ async function runLocked(
         iterations: s.recipe.iterations,
         evalEvery: s.recipe.evalEvery,
         epochOf: (i) => (i * s.recipe.batch) / train.count,
-        evaluate: evalFn,
+        evaluate: () => evalFn(state.iteration),
         state,
+        parallel,
         onRow: async (row, st) => {
           // CSV first, then the checkpoint: a kill between the two leaves a row that the
           // resumed run drops (truncateMetrics) and computes again identically.
-          appendMetricsRow(files.metrics, row);
+          if (lead) appendMetricsRow(files.metrics, row);
           save(st);
           report.row(row);
         },
@@ -222,10 +269,12 @@ async function runLocked(
     }
 
     if (outcome === 'stopped') {
+      parallel?.syncRunningStats(); // issue 8: every rank, before rank 0 saves
       save(state);
       report.log(`interrupted at iteration ${state.iteration}; checkpoint saved. Run the same command to resume.`);
       return { status: 'stopped', dir };
     }
+    if (!lead) return { status: 'finished', dir }; // issue 8
     const summary = summarize(files.metrics, state);
     writeFileAtomic(files.summary, JSON.stringify(summary, null, 2) + '\n');
     report.log(

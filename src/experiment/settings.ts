@@ -46,6 +46,10 @@ export interface RunSettings {
   /** Convolution arithmetic; part of the run's identity (bf16 runs get their own folder). */
   precision: Precision;
   fresh: boolean;
+  // --- issue 8 (data-parallel): part of the run's identity, like the world size.
+  /** Training BN statistics over this many equal sub-batches of each (rank's) batch. */
+  bnShards?: number;
+  // --- end issue 8
 }
 
 /** Name of a run: <plain|resnet>-<depth>[-B]-s<seed>[-bf16]. */
