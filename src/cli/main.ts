@@ -37,7 +37,8 @@ function stopOnSignals(): { requested: () => NodeJS.Signals | undefined } {
     if (signal && (joinedWorld()?.size ?? 1) > 1) joinedWorld()?.abort(s === 'SIGINT' ? 130 : 143);
     if (signal) process.exit(s === 'SIGINT' ? 130 : 143);
     signal = s;
-    process.stderr.write(`\n${s}: saving a checkpoint after this step (send again to quit at once)\n`);
+    if ((joinedWorld()?.rank ?? 0) === 0)
+      process.stderr.write(`\n${s}: saving a checkpoint after this step (send again to quit at once)\n`);
   };
   process.on('SIGINT', handler);
   process.on('SIGTERM', handler);
