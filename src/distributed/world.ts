@@ -6,8 +6,9 @@ import { loadAddon, MpiOp, type NativeAddon } from '../engine/native/addon';
 export class WorldError extends Error {}
 
 export interface LauncherInfo {
-  launcher: 'mpirun' | 'srun' | 'none';
+  launcher: 'mpirun' | 'srun' | 'pmix' | 'none';
   rank: number;
+  /** 0: unknown until MPI is initialized. */
   size: number;
   /** Ranks on this machine: they share its cores. */
   localSize: number;
@@ -39,8 +40,8 @@ function int(v: string | undefined): number | undefined {
 
 /**
  * The launcher from the environment: OpenMPI's mpirun sets OMPI_COMM_WORLD_*, PMIx
- * launchers PMIX_RANK, srun SLURM_PROCID/SLURM_NTASKS (SLURM_NTASKS is also set in a plain
- * sbatch shell, so srun is recognised by SLURM_STEP_ID plus SLURM_PROCID).
+ * launchers PMIX_RANK, srun SLURM_PROCID and SLURM_STEP_NUM_TASKS (not SLURM_NTASKS, which
+ * a plain sbatch shell has too, where this process is alone).
  */
 export function detectLauncher(env: NodeJS.ProcessEnv = process.env): LauncherInfo {
   const ompiSize = int(env.OMPI_COMM_WORLD_SIZE);
@@ -52,17 +53,18 @@ export function detectLauncher(env: NodeJS.ProcessEnv = process.env): LauncherIn
       localSize: int(env.OMPI_COMM_WORLD_LOCAL_SIZE) ?? 1,
     };
   }
-  if (env.SLURM_STEP_ID !== undefined && int(env.SLURM_PROCID) !== undefined) {
+  const stepTasks = int(env.SLURM_STEP_NUM_TASKS);
+  if (stepTasks !== undefined && int(env.SLURM_PROCID) !== undefined) {
     return {
       launcher: 'srun',
       rank: int(env.SLURM_PROCID) ?? 0,
-      size: int(env.SLURM_STEP_NUM_TASKS) ?? int(env.SLURM_NTASKS) ?? 1,
+      size: stepTasks,
       localSize: int(env.SLURM_STEP_TASKS_PER_NODE?.split('(')[0]) ?? 1,
     };
   }
-  if (int(env.PMIX_RANK) !== undefined) {
-    return { launcher: 'mpirun', rank: int(env.PMIX_RANK) ?? 0, size: int(env.PMIX_SIZE) ?? 2, localSize: 1 };
-  }
+  // Another PMIx launcher (e.g. prterun): it does not export the size; MPI will tell (0).
+  if (int(env.PMIX_RANK) !== undefined)
+    return { launcher: 'pmix', rank: int(env.PMIX_RANK) ?? 0, size: 0, localSize: 1 };
   return { launcher: 'none', rank: 0, size: 1, localSize: 1 };
 }
 
@@ -88,37 +90,40 @@ let joined: World | undefined;
  */
 export function joinWorld(useNative: boolean, env: NodeJS.ProcessEnv = process.env): World {
   const info = detectLauncher(env);
-  if (info.size <= 1) return { ...SOLO, hosts: [] };
+  if (info.size === 1 || info.launcher === 'none') return { ...SOLO, hosts: [] };
   if (joined) return joined;
   if (!useNative) {
     throw new WorldError(
-      `started by ${info.launcher} with ${info.size} processes, but data-parallel training needs --engine native (or auto)`,
+      `started by ${info.launcher} with ${info.size || 'several'} processes, but data-parallel training needs --engine native (or auto)`,
     );
   }
   let addon: NativeAddon;
   try {
     addon = loadAddon();
   } catch (e) {
-    throw new WorldError(`started by ${info.launcher} with ${info.size} processes: ${(e as Error).message}`);
+    throw new WorldError(
+      `started by ${info.launcher} with ${info.size || 'several'} processes: ${(e as Error).message}`,
+    );
   }
   const { mpiInit, mpiAllreduceF32, mpiAllreduceF64, mpiBcast, mpiAbort, mpiFinalize } = addon;
   if (!addon.hasMpi || !mpiInit || !mpiAllreduceF32 || !mpiAllreduceF64 || !mpiBcast || !mpiAbort || !mpiFinalize) {
     throw new WorldError(
-      `started by ${info.launcher} with ${info.size} processes, but the native engine was built without MPI: ` +
+      `started by ${info.launcher} with ${info.size || 'several'} processes, but the native engine was built without MPI: ` +
         'apt-get install libopenmpi-dev openmpi-bin, then `npm run build:native`',
     );
   }
   const me = mpiInit();
-  if (me.size !== info.size || me.rank !== info.rank) {
+  // Every exit but abort() (which never returns) is one all ranks agreed on: finished,
+  // stopped together, or a failure that every rank saw. A failure on one rank goes through
+  // abort(), since MPI_Finalize would wait for ranks still in a collective.
+  process.on('exit', () => mpiFinalize());
+  if (info.size === 0 && me.size === 1) return { ...SOLO, hosts: [me.host] };
+  if ((info.size !== 0 && me.size !== info.size) || me.rank !== info.rank) {
     throw new WorldError(
       `MPI sees rank ${me.rank} of ${me.size} but ${info.launcher} announced ${info.rank} of ${info.size}: ` +
         '(under srun, use --mpi=pmix)',
     );
   }
-  // Every exit but abort() (which never returns) is one all ranks agreed on: finished,
-  // stopped together, or a failure that every rank saw. A failure on one rank goes through
-  // abort(), since MPI_Finalize would wait for ranks still in a collective.
-  process.on('exit', () => mpiFinalize());
   const world: World = {
     rank: me.rank,
     size: me.size,
