@@ -4,7 +4,8 @@
 // A ratio is the median over rounds of (ours / PyTorch) in the same round: the two halves
 // of a pair run seconds apart, under the same load from the machine's other tenants.
 //
-//   npm run bench [-- --rounds 4 --steps 10 --warmup 5 --nets resnet-20,resnet-56]
+//   npm run bench [-- --rounds 4 --steps 10 --warmup 5 --nets resnet-20,resnet-56 --engines native]
+// With OpenMPI, a data-parallel column (2 ranks x 1 thread) joins the native one.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -154,7 +155,7 @@ function pipeline(): string {
 function main(): void {
   const haveTorch = fs.existsSync(TORCH_SCRIPT) && spawnSync(PYTHON, ['-c', 'import torch']).status === 0;
   // native-bf16: the optional --precision bf16 (AVX512-BF16/AMX CPUs); the targets are fp32.
-  const engines = ['native', 'native-bf16', 'tensorflow'].filter(available);
+  const engines = arg('engines', 'native,native-bf16,tensorflow').split(',').filter(available);
   if (engines.includes('native') && haveMpi()) engines.push(MPI_SIDE);
   console.log(`engines measured: ${engines.join(', ') || 'none'}; cpu (pure JavaScript) is not: ~300 s per step`);
   console.log(
