@@ -4,7 +4,8 @@
 // A ratio is the median over rounds of (ours / PyTorch) in the same round: the two halves
 // of a pair run seconds apart, under the same load from the machine's other tenants.
 //
-//   npm run bench [-- --rounds 4 --steps 10 --warmup 5 --nets resnet-20,resnet-56]
+//   npm run bench [-- --rounds 4 --steps 10 --warmup 5 --nets resnet-20,resnet-56 --engines native]
+// With OpenMPI, a data-parallel column (2 ranks x 1 thread) joins the native one.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -25,6 +26,10 @@ const nets = arg('nets', 'plain-56,resnet-20,resnet-56,resnet-110').split(',');
 
 interface Measure {
   img_s_median: number;
+  step_ms_median?: number;
+  allreduce_ms_in_step?: number;
+  allreduce_ms_alone?: number;
+  allreduce_mb?: number;
   gflops?: number;
   peak_rss_mib?: number;
   tensors_flat?: boolean;
@@ -55,6 +60,39 @@ function ours(engine: string, net: string): Measure | string {
   if (variant === 'plain') args.push('--plain');
   const r = spawnSync(process.execPath, args, { cwd: ROOT, encoding: 'utf8' });
   return jsonLine(r.stdout, 'img_s_median') ?? (r.stderr.trim().split('\n').pop() || `exit ${r.status}`);
+}
+
+// Data-parallel: 2 ranks x 1 thread under mpirun, against 1 process x 2 threads ('native').
+const MPI_SIDE = 'native-2ranks';
+
+function haveMpi(): boolean {
+  if (spawnSync('mpirun', ['--version']).status !== 0) return false;
+  const probe = "process.exit(require('./src/engine/native/addon').loadAddon().hasMpi ? 0 : 1)";
+  return spawnSync(process.execPath, ['--import', 'tsx', '-e', probe], { cwd: ROOT }).status === 0;
+}
+
+function oursMpi(net: string): Measure | string {
+  const [variant, depth] = net.split('-');
+  const args = ['--allow-run-as-root', '--oversubscribe', '-np', '2', process.execPath, '--import', 'tsx'];
+  args.push(path.join(__dirname, 'data-parallel.ts'), '--depth', depth, '--steps', steps, '--warmup', warmup);
+  args.push('--threads', '1');
+  if (variant === 'plain') args.push('--plain');
+  const r = spawnSync('mpirun', args, { cwd: ROOT, encoding: 'utf8' });
+  return jsonLine(r.stdout, 'img_s_median') ?? (r.stderr.trim().split('\n').pop() || `exit ${r.status}`);
+}
+
+/**
+ * Projected speed-up of one run over M machines like this one, from the one-machine step
+ * time T1 and the gradient bytes: each machine computes 1/M of the batch (assumed to scale
+ * linearly, which small per-machine batches do not quite), then a ring allreduce moves
+ * 2(M-1)/M of the gradient bytes over each link and pays 2(M-1) latencies.
+ */
+function projection(stepMs: number, mb: number, gbitPerS: number, latencyUs: number, machines: number): number {
+  const bytes = mb * 2 ** 20;
+  const ringMs =
+    ((2 * (machines - 1)) / machines) * (bytes / ((gbitPerS * 1e9) / 8)) * 1000 +
+    (2 * (machines - 1) * latencyUs) / 1000;
+  return stepMs / (stepMs / machines + ringMs);
 }
 
 function torch(net: string): Measure | string {
@@ -117,7 +155,8 @@ function pipeline(): string {
 function main(): void {
   const haveTorch = fs.existsSync(TORCH_SCRIPT) && spawnSync(PYTHON, ['-c', 'import torch']).status === 0;
   // native-bf16: the optional --precision bf16 (AVX512-BF16/AMX CPUs); the targets are fp32.
-  const engines = ['native', 'native-bf16', 'tensorflow'].filter(available);
+  const engines = arg('engines', 'native,native-bf16,tensorflow').split(',').filter(available);
+  if (engines.includes('native') && haveMpi()) engines.push(MPI_SIDE);
   console.log(`engines measured: ${engines.join(', ') || 'none'}; cpu (pure JavaScript) is not: ~300 s per step`);
   console.log(
     haveTorch
@@ -138,7 +177,7 @@ function main(): void {
     for (const net of nets) {
       const round: Record<string, number> = {};
       for (const side of [...engines, ...(haveTorch ? ['pytorch'] : [])]) {
-        const m = side === 'pytorch' ? torch(net) : ours(side, net);
+        const m = side === 'pytorch' ? torch(net) : side === MPI_SIDE ? oursMpi(net) : ours(side, net);
         if (typeof m === 'string') {
           failures.push(`${side} ${net}: ${m}`);
           continue;
@@ -150,6 +189,12 @@ function main(): void {
       }
       for (const e of engines) {
         if (round[e] && round.pytorch) ((ratios[net] ??= {})[e] ??= []).push(round[e] / round.pytorch);
+      }
+      if (round[MPI_SIDE] && round.native) ((ratios[net] ??= {}).dp ??= []).push(round[MPI_SIDE] / round.native);
+      const a = extra[`${net}/${MPI_SIDE}`];
+      if (round[MPI_SIDE] && a) {
+        ((results[net] ??= {}).arStep ??= []).push(a.allreduce_ms_in_step ?? NaN);
+        (results[net].arAlone ??= []).push(a.allreduce_ms_alone ?? NaN);
       }
     }
   }
@@ -187,13 +232,49 @@ function main(): void {
   }
   const widths = header.map((_, c) => Math.max(...rows.map((r) => r[c].length)));
   for (const r of rows) console.log(r.map((cell, c) => cell.padStart(widths[c])).join('  '));
+  if (engines.includes(MPI_SIDE)) dataParallelReport(results, ratios, extra);
   console.log('\n' + pipeline());
-  for (const column of engines.filter((e) => e.startsWith('native'))) {
+  for (const column of engines.filter((e) => e.startsWith('native') && e !== MPI_SIDE)) {
     const args = ['--import', 'tsx', path.join(__dirname, 'profile.ts'), ...engineArgs(column), '--depth', '20'];
     const p = spawnSync(process.execPath, args, { cwd: ROOT, encoding: 'utf8' });
     console.log('\n' + (p.stdout.trim() || p.stderr.trim()));
   }
   if (failures.length) console.log(`\nfailed measurements:\n  ${[...new Set(failures)].join('\n  ')}`);
+}
+
+function dataParallelReport(
+  results: Record<string, Record<string, number[]>>,
+  ratios: Record<string, Record<string, number[]>>,
+  extra: Record<string, Measure>,
+): void {
+  console.log(
+    `\ndata-parallel: ${MPI_SIDE} (mpirun -np 2, 1 thread each) against native (1 process, ${threads} threads)`,
+  );
+  const fmt = (xs?: number[], d = 2) => (xs?.length ? median(xs).toFixed(d) : '-');
+  for (const net of nets) {
+    const r = results[net] ?? {};
+    const rs = ratios[net]?.dp;
+    console.log(
+      `  ${net}: ${fmt(r[MPI_SIDE], 1)} img/s vs ${fmt(r.native, 1)}: ${rs?.length ? `${median(rs).toFixed(2)}x (${Math.min(...rs).toFixed(2)}-${Math.max(...rs).toFixed(2)})` : '-'}; ` +
+        `allreduce of ${extra[`${net}/${MPI_SIDE}`]?.allreduce_mb ?? '?'} MB: ${fmt(r.arAlone)} ms alone, ` +
+        `${fmt(r.arStep)} ms in the step (with waiting for the slower rank)`,
+    );
+  }
+  const networks = [
+    { name: '10 Gbit/s Ethernet, 50 us', gbit: 10, lat: 50 },
+    { name: '1 Gbit/s Ethernet, 100 us', gbit: 1, lat: 100 },
+  ];
+  console.log('\nprojected speed-up of one run on M such machines (ring allreduce; compute split M ways):');
+  for (const n of networks) {
+    for (const net of nets) {
+      const native = results[net]?.native;
+      const mb = extra[`${net}/${MPI_SIDE}`]?.allreduce_mb;
+      if (!native?.length || !mb) continue;
+      const stepMs = (128 / median(native)) * 1000;
+      const ups = [2, 4, 8, 16].map((m) => `${m}: ${projection(stepMs, mb, n.gbit, n.lat, m).toFixed(1)}x`);
+      console.log(`  ${n.name}, ${net} (step ${stepMs.toFixed(0)} ms): ${ups.join(', ')}`);
+    }
+  }
 }
 
 main();

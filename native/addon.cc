@@ -1,5 +1,6 @@
 // Module entry of the oneDNN engine: process-wide oneDNN state, threading and version
-// queries; the kernels themselves live in conv.cc, batchnorm.cc, elementwise.cc, sgd.cc.
+// queries; the kernels themselves live in conv.cc, batchnorm.cc, elementwise.cc, sgd.cc,
+// and the MPI collectives of data-parallel training in mpi.cc.
 #include <cstdlib>
 #include <memory>
 
@@ -93,6 +94,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   rn::initBatchNorm(env, exports);
   rn::initElementwise(env, exports);
   rn::initSgd(env, exports);
+  rn::initMpi(env, exports);
   return exports;
 }
 

@@ -93,5 +93,6 @@ void initConv(Napi::Env env, Napi::Object exports);
 void initBatchNorm(Napi::Env env, Napi::Object exports);
 void initElementwise(Napi::Env env, Napi::Object exports);
 void initSgd(Napi::Env env, Napi::Object exports);
+void initMpi(Napi::Env env, Napi::Object exports);
 
 }  // namespace rn

@@ -30,6 +30,7 @@ import { createReporter } from './progress';
 import { chooseIndex } from '../cluster/index';
 import { addClusterOptions, clusterAction, type ClusterFlags } from '../cluster/grid-flags';
 import { requeueSelf } from '../cluster/requeue';
+import { joinedWorld, joinWorld, quietReporter, type World } from '../distributed/world';
 
 const DEFAULT_OUT = './results';
 
@@ -40,9 +41,12 @@ const DEFAULT_OUT = './results';
 function stopOnSignals(): { requested: () => NodeJS.Signals | undefined } {
   let signal: NodeJS.Signals | undefined;
   const handler = (s: NodeJS.Signals) => {
+    // issue 8: under MPI a lone exit would leave the other ranks waiting: end them all.
+    if (signal && (joinedWorld()?.size ?? 1) > 1) joinedWorld()?.abort(s === 'SIGINT' ? 130 : 143);
     if (signal) process.exit(s === 'SIGINT' ? 130 : 143);
     signal = s;
-    process.stderr.write(`\n${s}: saving a checkpoint after this step (send again to quit at once)\n`);
+    if ((joinedWorld()?.rank ?? 0) === 0)
+      process.stderr.write(`\n${s}: saving a checkpoint after this step (send again to quit at once)\n`);
   };
   process.on('SIGINT', handler);
   process.on('SIGTERM', handler);
@@ -68,11 +72,12 @@ interface CommonRunFlags {
   precision: string;
   recordsPerFile: string;
   fresh?: boolean;
+  bnShards: string; // issue 8
 }
 
 function common(
   o: CommonRunFlags,
-): Pick<RunSettings, 'dataDir' | 'out' | 'engine' | 'threads' | 'precision' | 'recordsPerFile' | 'fresh'> {
+): Pick<RunSettings, 'dataDir' | 'out' | 'engine' | 'threads' | 'precision' | 'recordsPerFile' | 'fresh' | 'bnShards'> {
   return {
     dataDir: resolveDataDir(o.dataDir),
     out: o.out,
@@ -81,7 +86,14 @@ function common(
     precision: parsePrecision(o.precision),
     recordsPerFile: integer('--records-per-file', o.recordsPerFile, 1),
     fresh: o.fresh === true,
+    bnShards: integer('--bn-shards', o.bnShards, 1), // issue 8
   };
+}
+
+/** issue 8: the launcher's world (data-parallel under mpirun/srun) and its reporter. */
+function worldFor(engine: RunSettings['engine']): { world: World; reporter: ReturnType<typeof createReporter> } {
+  const world = joinWorld(engine === 'auto' || engine === 'native');
+  return { world, reporter: world.rank === 0 ? createReporter() : quietReporter };
 }
 
 function addCommonRunOptions(cmd: Command): Command {
@@ -99,6 +111,7 @@ function addCommonRunOptions(cmd: Command): Command {
         .default('fp32'),
     )
     .option('--fresh', 'discard an existing run of the same settings and start over')
+    .option('--bn-shards <k>', 'batch-norm statistics over k equal sub-batches (as k data-parallel processes)', '1')
     .addOption(
       new Option('--records-per-file <n>', 'records per data file (10000 in CIFAR-10; for small synthetic test data)')
         .default('10000')
@@ -163,7 +176,8 @@ export function buildProgram(): Command {
       ...common(o),
     };
     const stop = stopOnSignals();
-    const outcome = await runExperiment(settings, createReporter(), () => stop.requested() !== undefined);
+    const { world, reporter } = worldFor(settings.engine);
+    const outcome = await runExperiment(settings, reporter, () => stop.requested() !== undefined, world);
     if (outcome.status === 'stopped') stopped(stop.requested());
   });
 
@@ -180,7 +194,7 @@ export function buildProgram(): Command {
     if (clusterAction(exp, name, base, o)) return;
     const chosen = chooseIndex(o.index, exp.runs.length);
     const out = path.join(base.out, exp.out);
-    const reporter = createReporter();
+    const { world, reporter } = worldFor(base.engine);
     reporter.log(`${exp.name}: ${exp.description} (${exp.runs.length} runs in ${out})`);
     if (chosen) reporter.log(`run ${chosen.index} of 0-${exp.runs.length - 1}, from ${chosen.source}`);
     const stop = stopOnSignals();
@@ -190,7 +204,7 @@ export function buildProgram(): Command {
       // A scheduler may start a replacement task beside one that is still stopping: wait.
       if (chosen && chosen.source !== '--index') settings.waitForLock = true;
       reporter.log(`[${i + 1}/${exp.runs.length}] ${runDir(settings)}`);
-      const outcome = await runExperiment(settings, reporter, () => stop.requested() !== undefined);
+      const outcome = await runExperiment(settings, reporter, () => stop.requested() !== undefined, world);
       if (outcome.status === 'stopped') {
         stopped(stop.requested());
         return;
@@ -254,6 +268,9 @@ export async function main(argv: string[]): Promise<void> {
     process.stderr.write(`error: ${message}\n`);
     if (process.env.RESNET_EXP_DEBUG) process.stderr.write(`${(e as Error)?.stack ?? ''}\n`);
     process.exitCode = 1;
+    // issue 8: the other ranks may be waiting in a collective for this one: end the job.
+    const world = joinedWorld();
+    if (world && world.size > 1) world.abort(1);
   }
 }
 

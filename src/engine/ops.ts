@@ -44,14 +44,32 @@ export interface BatchNormOutput {
   variance: tf.Tensor1D;
 }
 
-/** Batch normalization with the mini-batch statistics (training mode). */
+/**
+ * Batch normalization with the mini-batch statistics (training mode). With `shards` K > 1
+ * the batch is cut into K equal consecutive sub-batches, each normalized with its own
+ * statistics: what K data-parallel ranks (or the paper's two GPUs) compute. mean and
+ * variance are then the averages over the shards, which is what averaging the running
+ * statistics over K ranks gives (the running update is linear in them).
+ */
 export function batchNormTrain(
   x: tf.Tensor4D,
   gamma: tf.Tensor1D,
   beta: tf.Tensor1D,
   relu: boolean,
   epsilon = BN_EPSILON,
+  shards = 1,
 ): BatchNormOutput {
+  if (shards > 1) {
+    const parts = tf.split(x, shards, 0).map((p) => batchNormTrain(p as tf.Tensor4D, gamma, beta, relu, epsilon));
+    return {
+      y: tf.concat(
+        parts.map((p) => p.y),
+        0,
+      ),
+      mean: tf.mean(tf.stack(parts.map((p) => p.mean)), 0) as tf.Tensor1D,
+      variance: tf.mean(tf.stack(parts.map((p) => p.variance)), 0) as tf.Tensor1D,
+    };
+  }
   if (fused(BN_TRAIN_KERNEL)) {
     const [y, mean, variance] = tf
       .engine()

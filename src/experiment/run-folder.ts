@@ -87,8 +87,21 @@ export function runDir(
  * What a resumed run must share with the run it continues. Built from one object so that a
  * new part (world size, a recipe field) is one line here and in identityOfConfig.
  */
-export function identityOf(s: Pick<RunSettings, 'net' | 'seed' | 'recipe' | 'precision' | 'recordsPerFile'>) {
-  return { net: s.net, seed: s.seed, recipe: s.recipe, precision: s.precision, recordsPerFile: s.recordsPerFile };
+export function identityOf(
+  s: Pick<RunSettings, 'net' | 'seed' | 'recipe' | 'precision' | 'recordsPerFile' | 'bnShards'> & {
+    worldSize?: number;
+  },
+) {
+  return {
+    net: s.net,
+    seed: s.seed,
+    recipe: s.recipe,
+    precision: s.precision,
+    recordsPerFile: s.recordsPerFile,
+    // Data-parallel processes and BN sub-batches change the function computed.
+    worldSize: s.worldSize ?? 1,
+    bnShards: s.bnShards ?? 1,
+  };
 }
 export type Identity = ReturnType<typeof identityOf>;
 
@@ -102,6 +115,9 @@ export function identityOfConfig(cfg: unknown): Record<string, unknown> {
     recipe: c.recipe,
     precision: c.precision ?? 'fp32',
     recordsPerFile: data.recordsPerFile,
+    // Runs before data-parallel training were one process with one BN shard.
+    worldSize: (c.world as { size?: unknown } | undefined)?.size ?? 1,
+    bnShards: c.bn_shards ?? 1,
   };
 }
 

@@ -4,8 +4,11 @@
 // for, so no row is ever lost or written twice.
 import * as tf from '@tensorflow/tfjs-core';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { evalBatches, TrainBatches } from '../data/batches';
+import { checkShards, DataParallel } from '../distributed/data-parallel';
+import { SOLO, threadsPerRank, type World } from '../distributed/world';
 import { holdOut, loadCifar10, pixelMean } from '../data/cifar10';
 import { selectEngine } from '../engine/select';
 import { CifarNet } from '../model/resnet';
@@ -48,12 +51,23 @@ export async function runExperiment(
   s: RunSettings,
   report: RunReporter,
   shouldStop: () => boolean,
+  world: World = SOLO,
 ): Promise<RunOutcome> {
+  const id = identityOf({ ...s, worldSize: world.size });
+  // Data-parallel (issue 8): only rank 0 touches the run folder (not even its lock); the
+  // other ranks learn from rank 0 whether there is anything to train, and its state.
+  if (world.rank !== 0) {
+    const verdict = Float32Array.of(0);
+    world.broadcast(verdict);
+    if (verdict[0] === 1) return { status: 'already-finished', dir: runDir(s) };
+    return train(s, undefined, { kind: 'new' }, report, shouldStop, { iteration: 0 }, world);
+  }
   const folder = await RunFolder.open(runDir(s), { wait: s.waitForLock, log: (l) => report.log(l) });
   const progress = { iteration: 0 };
   try {
     if (s.fresh) folder.clear();
-    const plan = folder.check(identityOf(s));
+    const plan = folder.check(id);
+    world.broadcast(Float32Array.of(plan.kind === 'finished' ? 1 : 0));
     if (plan.kind === 'finished') {
       const sum = plan.summary;
       report.log(
@@ -62,7 +76,7 @@ export async function runExperiment(
       );
       return { status: 'already-finished', dir: folder.dir };
     }
-    return await train(s, folder, plan, report, shouldStop, progress);
+    return await train(s, folder, plan, report, shouldStop, progress, world);
   } catch (e) {
     // Not for another run's folder (other settings) or a lock we no longer hold.
     if (!(e instanceof SettingsError || e instanceof LockError)) folder.recordFailure(e, progress.iteration);
@@ -72,25 +86,34 @@ export async function runExperiment(
   }
 }
 
+/** `folder` is undefined on the ranks other than 0 of a data-parallel run: they write nothing. */
 async function train(
   s: RunSettings,
-  folder: RunFolder,
+  folder: RunFolder | undefined,
   plan: Exclude<Plan, { kind: 'finished' }>,
   report: RunReporter,
   shouldStop: () => boolean,
   progress: { iteration: number },
+  world: World,
 ): Promise<RunOutcome> {
-  const dir = folder.dir;
+  const dir = folder?.dir ?? runDir(s);
+  const bnShards = s.bnShards ?? 1;
+  checkShards(s.recipe.batch, world.size, bnShards);
   const data = loadCifar10(s.dataDir, { recordsPerFile: s.recordsPerFile });
   const { train, val } = s.recipe.val > 0 ? holdOut(data.train, s.recipe.val) : { train: data.train, val: undefined };
   if (s.recipe.batch > train.count)
     throw new SettingsError(`--batch ${s.recipe.batch} is larger than the ${train.count} training images`);
   const mean = pixelMean(train);
 
-  const engine = await selectEngine(s.engine, s.threads, s.precision);
+  // Ranks on one machine share its cores; the collectives live in the native addon.
+  const threads = s.threads ?? (world.size > 1 ? threadsPerRank(world, os.availableParallelism()) : undefined);
+  const choice = world.size > 1 && s.engine === 'auto' ? 'native' : s.engine;
+  const engine = await selectEngine(choice, threads, s.precision);
   report.log(`engine: ${engine.name}, ${engine.version}, ${engine.threads || 'default'} threads (${engine.reason})`);
 
   const net = new CifarNet(s.net, s.seed);
+  net.bnShards = bnShards;
+  const parallel = world.size > 1 ? new DataParallel(world, net) : undefined;
   const schedule: ScheduleConfig = {
     lr: s.recipe.lr,
     milestones: s.recipe.milestones,
@@ -106,6 +129,8 @@ async function train(
     net: s.net,
     recipe: s.recipe,
     precision: s.precision,
+    world: { size: world.size, hosts: world.size > 1 ? world.hosts : [os.hostname()], launcher: world.launcher },
+    bn_shards: bnShards,
     warmup_enabled: schedule.warmup,
     engine: { name: engine.name, version: engine.version, threads: engine.threads, reason: engine.reason },
     versions: { 'resnet-exp': packageVersion(), node: process.version, 'tfjs-core': tf.version_core },
@@ -127,27 +152,37 @@ async function train(
   );
   let state = initialLoopState(schedule);
   try {
-    if (plan.kind === 'resume') {
+    if (plan.kind === 'resume' && folder) {
       state = restore(folder.path('checkpoint'), plan.tensors, plan.state, net, sgd);
       report.log(`resuming ${dir} at iteration ${state.iteration}`);
       folder.startTraining({ ...config, resumed_engine: engine.name }, state.iteration);
     } else {
-      folder.startTraining(config, 0);
+      folder?.startTraining(config, 0);
     }
+    // Rank 0's weights, statistics, velocities and loop state to every rank.
+    if (parallel) state = parallel.broadcastStart(sgd, state);
     progress.iteration = state.iteration;
 
     const batches = new TrainBatches(train, mean, s.recipe.batch, s.seed);
+    // Data-parallel: each rank evaluates its part of a split and the error counts are summed.
+    const evalOn = (split: typeof data.test) => {
+      const b = evalBatches(split, mean, EVAL_BATCH);
+      return parallel ? parallel.evaluate(b) : evaluate(net, b);
+    };
     // The lock's heartbeat around each evaluation too: one can take minutes on a deep net.
     const evalFn = () => {
-      folder.heartbeat();
-      const test = evaluate(net, evalBatches(data.test, mean, EVAL_BATCH));
-      folder.heartbeat();
-      const valError = val ? evaluate(net, evalBatches(val, mean, EVAL_BATCH)) : null;
-      folder.heartbeat();
+      parallel?.syncRunningStats();
+      parallel?.checkSameWeights(state.iteration);
+      folder?.heartbeat();
+      const test = evalOn(data.test);
+      folder?.heartbeat();
+      const valError = val ? evalOn(val) : null;
+      folder?.heartbeat();
       return { test, val: valError };
     };
-    const identity = identityOf(s);
+    const identity = identityOf({ ...s, worldSize: world.size });
     const save = (st: LoopState) => {
+      if (!folder) return;
       folder.verifyOwner();
       writeCheckpoint(folder.path('checkpoint'), { version: 2, state: st, identity }, snapshot(net, sgd));
     };
@@ -165,17 +200,20 @@ async function train(
         epochOf: (i) => (i * s.recipe.batch) / train.count,
         evaluate: evalFn,
         state,
+        parallel,
         onRow: async (row, st) => {
           // CSV first, then the checkpoint: a kill between the two leaves a row that the
           // resumed run drops (truncateMetrics) and computes again identically.
-          folder.verifyOwner();
-          appendMetricsRow(folder.path('metrics'), row);
+          if (folder) {
+            folder.verifyOwner();
+            appendMetricsRow(folder.path('metrics'), row);
+          }
           save(st);
           report.row(row);
         },
         onStep: (st, info) => {
           progress.iteration = st.iteration;
-          folder.heartbeat();
+          folder?.heartbeat();
           report.step(st, info);
         },
         onWarmupEnd: (i) =>
@@ -187,10 +225,12 @@ async function train(
     }
 
     if (outcome === 'stopped') {
+      parallel?.syncRunningStats(); // every rank takes part, before rank 0 saves
       save(state);
       report.log(`interrupted at iteration ${state.iteration}; checkpoint saved. Run the same command to resume.`);
       return { status: 'stopped', dir };
     }
+    if (!folder) return { status: 'finished', dir };
     const summary = summarize(folder.path('metrics'), state);
     folder.writeSummary(summary);
     report.log(

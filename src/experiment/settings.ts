@@ -51,6 +51,10 @@ export interface RunSettings {
    * terminating one) instead of being an error (a plain `run`).
    */
   waitForLock?: boolean;
+  // --- issue 8 (data-parallel): part of the run's identity, like the world size.
+  /** Training BN statistics over this many equal sub-batches of each (rank's) batch. */
+  bnShards?: number;
+  // --- end issue 8
 }
 
 // The folder's name belongs to the run folder's owner; re-exported for existing callers.

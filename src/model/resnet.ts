@@ -133,6 +133,8 @@ export class CifarNet {
   readonly arch: Architecture;
   readonly params = new Map<string, tf.Variable>();
   readonly runningStats = new Map<string, tf.Variable>();
+  /** Training-mode BN statistics over this many equal sub-batches (--bn-shards; issue 8). */
+  bnShards = 1;
 
   constructor(cfg: NetConfig, seed: number) {
     this.arch = architecture(cfg);
@@ -188,12 +190,12 @@ export class CifarNet {
         const variance = this.runningStats.get(u.name + '/running_var') as tf.Tensor1D;
         return batchNormInfer(z, gamma, beta, mean, variance, relu);
       }
-      const out = batchNormTrain(z, gamma, beta, relu);
+      const out = batchNormTrain(z, gamma, beta, relu, undefined, this.bnShards);
       stats?.push({
         name: u.name,
         mean: out.mean,
         variance: out.variance,
-        count: z.shape[0] * z.shape[1] * z.shape[2],
+        count: (z.shape[0] / this.bnShards) * z.shape[1] * z.shape[2],
       });
       return out.y;
     };

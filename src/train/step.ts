@@ -13,6 +13,18 @@ export interface StepResult {
   loss: number;
   /** Misclassified images in the mini-batch. */
   errors: number;
+  /** Data-parallel: some rank asked to stop (all ranks see the same). */
+  stop?: boolean;
+}
+
+/**
+ * Data-parallel hook (src/distributed/data-parallel.ts): returns the gradients averaged over
+ * ranks (new tensors) and sums `totals` over ranks in place.
+ */
+export interface GradientSync {
+  reduce(grads: Map<string, tf.Tensor>, totals: Float64Array): Map<string, tf.Tensor>;
+  /** This rank's pending stop request, reduced with the gradients. */
+  stopRequested: boolean;
 }
 
 function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D): tf.Scalar {
@@ -35,7 +47,14 @@ export function countErrors(
   return errors;
 }
 
-export function trainStep(net: CifarNet, sgd: Sgd, x: Float32Array, labels: Int32Array, lr: number): StepResult {
+export function trainStep(
+  net: CifarNet,
+  sgd: Sgd,
+  x: Float32Array,
+  labels: Int32Array,
+  lr: number,
+  sync?: GradientSync,
+): StepResult {
   const batch = labels.length;
   const stats: BatchStats[] = [];
   let logits: tf.Tensor2D | undefined;
@@ -54,15 +73,25 @@ export function trainStep(net: CifarNet, sgd: Sgd, x: Float32Array, labels: Int3
 
   const byName = new Map<string, tf.Tensor>();
   for (const [name, v] of net.params) byName.set(name, grads[v.name]);
-  sgd.step(byName, lr);
+  let loss = value.dataSync()[0];
+  let errors = countErrors((logits as tf.Tensor2D).dataSync() as Float32Array, labels, net.arch.classes);
+  let stop: boolean | undefined;
+  if (sync) {
+    // [loss x images, errors, stop, images] summed over ranks with the gradients.
+    const totals = Float64Array.of(loss * batch, errors, sync.stopRequested ? 1 : 0, batch);
+    const averaged = sync.reduce(byName, totals);
+    sgd.step(averaged, lr);
+    tf.dispose([...averaged.values()]);
+    [loss, errors, stop] = [totals[0] / totals[3], totals[1], totals[2] > 0];
+  } else {
+    sgd.step(byName, lr);
+  }
 
   updateRunningStats(net, stats);
-  const loss = value.dataSync()[0];
-  const errors = countErrors((logits as tf.Tensor2D).dataSync() as Float32Array, labels, net.arch.classes);
 
   tf.dispose([value, logits as tf.Tensor, ...Object.values(grads)]);
   for (const s of stats) tf.dispose([s.mean, s.variance]);
-  return { loss, errors };
+  return { loss, errors, stop };
 }
 
 /**
@@ -96,6 +125,15 @@ export function evaluate(
   net: CifarNet,
   batches: Iterable<{ x: Float32Array; labels: Int32Array; count: number }>,
 ): number {
+  const { errors, seen } = evaluateCounts(net, batches);
+  return seen === 0 ? NaN : (100 * errors) / seen;
+}
+
+/** Misclassified and seen images of the net in inference mode over some batches. */
+export function evaluateCounts(
+  net: CifarNet,
+  batches: Iterable<{ x: Float32Array; labels: Int32Array; count: number }>,
+): { errors: number; seen: number } {
   let errors = 0;
   let seen = 0;
   for (const b of batches) {
@@ -104,5 +142,5 @@ export function evaluate(
     logits.dispose();
     seen += b.count;
   }
-  return seen === 0 ? NaN : (100 * errors) / seen;
+  return { errors, seen };
 }

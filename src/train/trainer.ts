@@ -4,7 +4,7 @@
 import type { CifarNet } from '../model/resnet';
 import { initialWarmup, learningRate, recordWarmup, type ScheduleConfig, type WarmupState } from './schedule';
 import type { Sgd } from './sgd';
-import { trainStep } from './step';
+import { trainStep, type GradientSync } from './step';
 
 /** Raised when the loss stops being a finite number; the run keeps its last good checkpoint. */
 export class NonFiniteLossError extends Error {
@@ -72,6 +72,15 @@ export interface LoopOptions {
   onWarmupEnd?: (iteration: number) => void;
   /** Polled between steps: a pending SIGINT/SIGTERM. */
   shouldStop: () => boolean;
+  /**
+   * Data-parallel (src/distributed/): this rank's slice of each global batch, and the
+   * gradient averaging. The stop request then travels with the gradients, so that every
+   * rank stops after the same step even though signals reach them at different times.
+   */
+  parallel?: {
+    shard(b: { x: Float32Array; labels: Int32Array }): { x: Float32Array; labels: Int32Array };
+    reduce: GradientSync['reduce'];
+  };
 }
 
 /** Runs until `iterations` steps are done ('finished') or shouldStop() says so ('stopped'). */
@@ -87,15 +96,26 @@ export async function trainLoop(o: LoopOptions): Promise<'finished' | 'stopped'>
   while (s.iteration < o.iterations) {
     // Let signal handlers run: the step itself is synchronous.
     await new Promise((resolve) => setImmediate(resolve));
-    if (o.shouldStop()) {
+    if (!o.parallel && o.shouldStop()) {
       tick();
       return 'stopped';
     }
 
     const lr = learningRate(o.schedule, s.iteration, s.warmup.active);
-    const { x, labels } = o.batch(s.iteration);
+    const global = o.batch(s.iteration);
+    // Counted over the global batch: the step's loss and errors are reduced over ranks.
+    const labels = global.labels;
     const t0 = performance.now();
-    const { loss, errors } = trainStep(o.net, o.sgd, x, labels, lr);
+    const p = o.parallel;
+    const { loss, errors, stop } = p
+      ? (() => {
+          const mine = p.shard(global);
+          return trainStep(o.net, o.sgd, mine.x, mine.labels, lr, {
+            reduce: (g, t) => p.reduce(g, t),
+            stopRequested: o.shouldStop(),
+          });
+        })()
+      : trainStep(o.net, o.sgd, global.x, labels, lr);
     const seconds = (performance.now() - t0) / 1000;
     if (!Number.isFinite(loss)) throw new NonFiniteLossError(s.iteration + 1, loss);
 
@@ -126,6 +146,10 @@ export async function trainLoop(o: LoopOptions): Promise<'finished' | 'stopped'>
       };
       s.interval = { lossSum: 0, errorSum: 0, images: 0, batches: 0, trainSeconds: 0 };
       await o.onRow(row, s);
+    }
+    if (stop && s.iteration < o.iterations) {
+      tick();
+      return 'stopped';
     }
   }
   tick();

@@ -92,7 +92,25 @@ export interface NativeAddon {
     bN: number,
   ): void;
   sgdUpdate(w: Float32Array, g: Float32Array, v: Float32Array, lr: number, momentum: number, weightDecay: number): void;
+  /** True when built against OpenMPI (native/mpi.cc); the mpi* functions exist only then. */
+  hasMpi: boolean;
+  /** Initializes MPI on first call (MPI_THREAD_FUNNELED); then only queries. */
+  mpiInit?(): { rank: number; size: number; host: string };
+  /** In-place sum over ranks. */
+  mpiAllreduceF32?(buffer: Float32Array): void;
+  /** In-place reduction over ranks; op: see MpiOp. */
+  mpiAllreduceF64?(buffer: Float64Array, op: number): void;
+  /** The bytes of `buffer` from rank `root` to every rank. */
+  mpiBcast?(buffer: Uint8Array | Float32Array | Float64Array, root: number): void;
+  mpiBarrier?(): void;
+  /** MPI_Abort: ends every rank of the job with `code`. Never returns. */
+  mpiAbort?(code: number): never;
+  /** MPI_Finalize, once, at a clean exit; a no-op when MPI was never initialized. */
+  mpiFinalize?(): void;
 }
+
+/** Reduction codes of NativeAddon.mpiAllreduceF64 (native/mpi.cc). */
+export const MpiOp = { sum: 0, min: 1, max: 2 } as const;
 
 /** Operation codes of NativeAddon.binary (native/elementwise.cc, enum Op). */
 export const BinaryOp = {
