@@ -19,7 +19,7 @@ const EXP = {
   recipe: { iterations: 6, evalEvery: 3, batch: 16 },
   runs: [{ depth: 8, plain: true }, { depth: 8, seeds: [1, 2] }, { depth: 14 }],
 };
-const NAMES = ['plain-8-s1', 'resnet-8-s1', 'resnet-8-s2', 'resnet-14-s1'];
+const NAMES = ['plain-8-s1-it6', 'resnet-8-s1-it6', 'resnet-8-s2-it6', 'resnet-14-s1-it6'];
 const common = (out: string) => ['--data-dir', data, '--records-per-file', String(RECORDS), '--out', out];
 
 /** The environment without any scheduler's index, whatever runs the tests. */
@@ -85,11 +85,11 @@ describe('grid --list and --index', () => {
       runs.map((r) => [r.index, r.name, r.status.state, r.plannedIterations]),
       NAMES.map((n, i) => [i, n, 'not-started', 6]),
     );
-    assert.equal(runs[1].dir, path.join(out, 'four', 'resnet-8-s1'));
+    assert.equal(runs[1].dir, path.join(out, 'four', 'resnet-8-s1-it6'));
     const table = cli(['grid', expFile, '--list', ...common(out)]);
     assert.equal(table.status, 0, table.stderr);
     assert.match(table.stdout, /^index\s+run\s+status\s+folder$/m);
-    assert.match(table.stdout, /^3\s+resnet-14-s1\s+not started\s+\//m);
+    assert.match(table.stdout, /^3\s+resnet-14-s1-it6\s+not started\s+\//m);
   });
 
   it('--index runs exactly that run', () => {
@@ -106,7 +106,7 @@ describe('grid --list and --index', () => {
     const r = cli(['grid', expFile, ...common(out)], { env: { ...noScheduler(), JOB_COMPLETION_INDEX: '2' } });
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stderr, /run 2 of 0-3, from JOB_COMPLETION_INDEX/);
-    assert.doesNotMatch(r.stderr, /plain-8-s1|resnet-14/);
+    assert.doesNotMatch(r.stderr, /plain-8-s1-it6|resnet-14/);
     const runs = list(out);
     assert.deepEqual(
       runs.map((x) => x.status.state),
@@ -118,12 +118,12 @@ describe('grid --list and --index', () => {
   it('shows a run in progress at its last row, and a failed one with its error', () => {
     // As the trainer leaves them: a run stopped after its first row; a run whose
     // folder holds failed.json (written by the run folder code when a run fails).
-    const partial = path.join(out, 'four', 'resnet-14-s1');
+    const partial = path.join(out, 'four', 'resnet-14-s1-it6');
     fs.mkdirSync(partial, { recursive: true });
-    fs.copyFileSync(path.join(out, 'four', 'resnet-8-s1', 'config.json'), path.join(partial, 'config.json'));
-    const csv = fs.readFileSync(path.join(out, 'four', 'resnet-8-s1', 'metrics.csv'), 'utf8').split('\n');
+    fs.copyFileSync(path.join(out, 'four', 'resnet-8-s1-it6', 'config.json'), path.join(partial, 'config.json'));
+    const csv = fs.readFileSync(path.join(out, 'four', 'resnet-8-s1-it6', 'metrics.csv'), 'utf8').split('\n');
     fs.writeFileSync(path.join(partial, 'metrics.csv'), csv.slice(0, 2).join('\n') + '\n');
-    const failed = path.join(out, 'four', 'plain-8-s1');
+    const failed = path.join(out, 'four', 'plain-8-s1-it6');
     fs.mkdirSync(failed, { recursive: true });
     fs.writeFileSync(path.join(failed, 'failed.json'), JSON.stringify({ error: 'loss is NaN at 4', iteration: 3 }));
     const runs = list(out);
@@ -131,8 +131,8 @@ describe('grid --list and --index', () => {
     assert.equal(runs[0].status.state, 'failed');
     assert.equal(runs[0].status.error, 'loss is NaN at 4');
     const table = cli(['grid', expFile, '--list', ...common(out)]).stdout;
-    assert.match(table, /resnet-14-s1\s+at iteration 3\/6/);
-    assert.match(table, /plain-8-s1\s+failed at iteration 3: loss is NaN at 4/);
+    assert.match(table, /resnet-14-s1-it6\s+at iteration 3\/6/);
+    assert.match(table, /plain-8-s1-it6\s+failed at iteration 3: loss is NaN at 4/);
   });
 
   it('an index out of range, or a bad one, is one line and exit 1, before any training', () => {

@@ -56,7 +56,7 @@ function mpirun(args: string[]) {
 
 /** metrics.csv without its timing columns: the figures a repeat must reproduce. */
 function figures(out: string): string[][] {
-  const rows = readCsv(path.join(out, 'resnet-8-s1', 'metrics.csv'));
+  const rows = readCsv(path.join(out, 'resnet-8-s1-it24', 'metrics.csv'));
   const keep = rows[0].map((h, i) => (TIMING.includes(h) ? -1 : i)).filter((i) => i >= 0);
   return rows.map((r) => keep.map((i) => r[i]));
 }
@@ -86,8 +86,8 @@ describe('data-parallel training under mpirun -np 2', { skip: why }, () => {
   it('trains one run folder, written by rank 0, with the world size in config.json', () => {
     const r = mpirun(runArgs(data, first));
     assert.equal(r.status, 0, r.stderr);
-    const run = path.join(first, 'resnet-8-s1');
-    assert.deepEqual(fs.readdirSync(first), ['resnet-8-s1']);
+    const run = path.join(first, 'resnet-8-s1-it24');
+    assert.deepEqual(fs.readdirSync(first), ['resnet-8-s1-it24']);
     const config = JSON.parse(fs.readFileSync(path.join(run, 'config.json'), 'utf8'));
     assert.equal(config.world.size, 2);
     assert.equal(config.world.hosts.length, 2);
@@ -129,13 +129,13 @@ describe('data-parallel training under mpirun -np 2', { skip: why }, () => {
   it('resuming with another world size is a one-line error', () => {
     const r = cli(runArgs(data, first));
     assert.equal(r.status, 1);
-    assert.match(r.stderr, /^error: .*world size/m);
+    assert.match(r.stderr, /^error: .*worldSize 2 there, 1 now/m);
     assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
   });
 
   it('a killed rank fails the run; the same command resumes it to the same figures', async () => {
     const out = path.join(dir, 'killed');
-    const metrics = path.join(out, 'resnet-8-s1', 'metrics.csv');
+    const metrics = path.join(out, 'resnet-8-s1-it24', 'metrics.csv');
     const child = spawn('mpirun', [...MPIRUN, process.execPath, BIN, ...runArgs(data, out)], {
       cwd: ROOT,
       stdio: ['ignore', 'ignore', 'pipe'],

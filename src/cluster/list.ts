@@ -3,7 +3,7 @@
 import * as path from 'node:path';
 import type { Experiment } from '../experiment/grid';
 import { runStatus, type FolderStatus as RunStatus } from '../experiment/run-folder';
-import { runDir, runName, type RunSettings } from '../experiment/settings';
+import { runDir, type RunSettings } from '../experiment/settings';
 
 export interface ListedRun {
   index: number;
@@ -23,7 +23,7 @@ export function listRuns(
   return exp.runs.map((r, index) => {
     const s = { ...flags, net: r.net, seed: r.seed, out, recipe: exp.recipe };
     const dir = runDir(s);
-    return { index, name: runName(s), dir, plannedIterations: exp.recipe.iterations, status: runStatus(dir) };
+    return { index, name: path.basename(dir), dir, plannedIterations: exp.recipe.iterations, status: runStatus(dir) };
   });
 }
 

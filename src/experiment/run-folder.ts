@@ -17,7 +17,7 @@ import type { LoopState, Row } from '../train/trainer';
 import { CheckpointError, peekCheckpointMeta, readCheckpoint, type TensorEntry } from './checkpoint';
 import { OutputError, outputError, TEMP_MARK, writeFileAtomic } from './files';
 import { acquireLock, holdReason, LOCK_FILE, readLock, type RunLock } from './lock';
-import { createMetrics, readMetricsStrict, truncateMetrics } from './metrics-csv';
+import { createMetrics, parseMetricsCsv, readMetricsStrict, truncateMetrics } from './metrics-csv';
 import { PAPER_RECIPE, SettingsError, type Recipe, type RunSettings } from './settings';
 
 /**
@@ -438,6 +438,13 @@ export function runStatus(dir: string): FolderStatus {
       if (typeof meta.state?.iteration === 'number') out.iteration = meta.state.iteration;
     } catch {
       // Damaged: the run's own check names it; the status stays what the other files say.
+    }
+  } else if (fs.existsSync(file('metrics'))) {
+    // Rows before the first checkpoint (or a checkpoint lost): the last row says how far.
+    try {
+      out.iteration = parseMetricsCsv(fs.readFileSync(file('metrics'), 'utf8')).at(-1)?.iteration ?? 0;
+    } catch {
+      // Damaged: as above.
     }
   }
   const failed = readJsonIfValid(file('failed')) as { error?: unknown; iteration?: unknown } | undefined;
