@@ -19,8 +19,10 @@ import {
   runDir,
   type Recipe,
   type RunSettings,
+  SettingsError,
 } from '../experiment/settings';
-import { formatSummary, summarize } from '../model/summary';
+import { IMAGENET_ARCHS, parseArch } from '../model/imagenet';
+import { formatSummary, summarize, summarizeImageNet } from '../model/summary';
 import { compareRuns, formatCompare } from '../report/compare';
 import { plotFig6 } from '../report/plot';
 import { loadRuns } from '../report/runs';
@@ -204,14 +206,22 @@ export function buildProgram(): Command {
   program
     .command('summary')
     .description('layer table, parameter count and forward multiply-accumulates of a network')
-    .requiredOption('--depth <n>', 'weighted layers, 6n+2')
+    .option('--depth <n>', 'weighted layers of a CIFAR-10 net, 6n+2')
     .option('--plain', 'no shortcuts')
     .option('--shortcut <A|B>', 'shortcut option', 'A')
-    .action((o: { depth: string; plain?: boolean; shortcut: string }) => {
-      const depth = integer('--depth', o.depth, 1);
-      process.stdout.write(
-        formatSummary(summarize({ depth, plain: o.plain === true, shortcut: parseShortcut(o.shortcut) })) + '\n',
-      );
+    .option('--arch <name>', `an ImageNet net of Table 1 instead: ${IMAGENET_ARCHS.join(', ')}`)
+    .action((o: { depth?: string; plain?: boolean; shortcut: string; arch?: string }) => {
+      if ((o.arch === undefined) === (o.depth === undefined))
+        throw new SettingsError('summary needs either --depth (CIFAR-10 net) or --arch (ImageNet net)');
+      const summary =
+        o.arch !== undefined
+          ? summarizeImageNet(parseArch(o.arch))
+          : summarize({
+              depth: integer('--depth', o.depth as string, 1),
+              plain: o.plain === true,
+              shortcut: parseShortcut(o.shortcut),
+            });
+      process.stdout.write(formatSummary(summary) + '\n');
     });
 
   return program;

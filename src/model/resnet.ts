@@ -45,7 +45,8 @@ export function netName(cfg: NetConfig): string {
 /** One conv -> BN unit (the ReLU, if any, is decided where it is applied). */
 export interface ConvBn {
   name: string;
-  kernel: 1 | 3;
+  /** 7 only in the ImageNet stem (src/model/imagenet.ts). */
+  kernel: 1 | 3 | 7;
   stride: 1 | 2;
   inChannels: number;
   outChannels: number;
@@ -70,16 +71,21 @@ export interface Architecture {
   classes: number;
 }
 
+/** One conv -> BN unit as data (shared by the CIFAR and ImageNet architectures). */
+export function convBn(
+  name: string,
+  kernel: ConvBn['kernel'],
+  stride: 1 | 2,
+  cin: number,
+  cout: number,
+  size: number,
+): ConvBn {
+  return { name, kernel, stride, inChannels: cin, outChannels: cout, outSize: size };
+}
+
 export function architecture(cfg: NetConfig): Architecture {
   const n = blocksPerStage(cfg.depth);
-  const unit = (name: string, kernel: 1 | 3, stride: 1 | 2, cin: number, cout: number, size: number): ConvBn => ({
-    name,
-    kernel,
-    stride,
-    inChannels: cin,
-    outChannels: cout,
-    outSize: size,
-  });
+  const unit = convBn;
   const stem = unit('stem', 3, 1, 3, 16, 32);
   const blocks: Block[] = [];
   let cin = 16;
