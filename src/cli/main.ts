@@ -26,6 +26,7 @@ import { formatSummary, summarize, summarizeImageNet } from '../model/summary';
 import { compareRuns, formatCompare } from '../report/compare';
 import { plotFig6 } from '../report/plot';
 import { loadRuns } from '../report/runs';
+import { addAnalysisCommands } from './analysis-commands';
 import { createReporter } from './progress';
 
 const DEFAULT_OUT = './results';
@@ -223,6 +224,8 @@ export function buildProgram(): Command {
             });
       process.stdout.write(formatSummary(summary) + '\n');
     });
+
+  addAnalysisCommands(program); // responses, lesion, report (src/cli/analysis-commands.ts)
 
   return program;
 }

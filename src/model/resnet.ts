@@ -129,6 +129,21 @@ export interface BatchStats {
 }
 
 /**
+ * Optional instrumentation of an inference-mode forward pass (src/analysis/): read each
+ * unit's response, or delete blocks. Training passes take none, so they stay as fast.
+ */
+export interface ForwardHooks {
+  /** Each unit's BN output before its ReLU or the addition (Fig. 7). */
+  response?: (unit: ConvBn, y: tf.Tensor4D) => void;
+  /**
+   * Names of blocks whose residual branch is deleted (Veit et al.): the block outputs its
+   * shortcut alone (x, or option A's subsampled, zero-padded x; relu(projection) for B).
+   * In a plain net the block outputs its input; callers only delete where shapes allow.
+   */
+  deleted?: ReadonlySet<string>;
+}
+
+/**
  * The weights of a network and its forward pass. Trainable variables are named
  * `<unit>/w`, `<unit>/gamma`, `<unit>/beta`, `fc/w`, `fc/b`; the BN running statistics
  * (not trained, used for evaluation) `<unit>/running_mean` and `<unit>/running_var`.
@@ -183,7 +198,7 @@ export class CifarNet {
    * Forward pass to logits. In training mode BN uses the batch statistics and reports
    * them in `stats` (for the running averages); in inference mode it uses the running ones.
    */
-  forward(x: tf.Tensor4D, training: boolean, stats?: BatchStats[]): tf.Tensor2D {
+  forward(x: tf.Tensor4D, training: boolean, stats?: BatchStats[], hooks?: ForwardHooks): tf.Tensor2D {
     const p = (name: string) => this.params.get(name) as tf.Tensor;
     const unit = (u: ConvBn, input: tf.Tensor4D, relu: boolean): tf.Tensor4D => {
       const z = conv2d(input, p(u.name + '/w') as tf.Tensor4D, u.stride);
@@ -192,7 +207,10 @@ export class CifarNet {
       if (!training) {
         const mean = this.runningStats.get(u.name + '/running_mean') as tf.Tensor1D;
         const variance = this.runningStats.get(u.name + '/running_var') as tf.Tensor1D;
-        return batchNormInfer(z, gamma, beta, mean, variance, relu);
+        if (!hooks?.response) return batchNormInfer(z, gamma, beta, mean, variance, relu);
+        const y = batchNormInfer(z, gamma, beta, mean, variance, false);
+        hooks.response(u, y);
+        return relu ? tf.relu(y) : y;
       }
       const out = batchNormTrain(z, gamma, beta, relu);
       stats?.push({
@@ -206,6 +224,12 @@ export class CifarNet {
 
     let h = unit(this.arch.stem, x, true);
     for (const b of this.arch.blocks) {
+      if (hooks?.deleted?.has(b.name)) {
+        // Option A's shortcut of a (non-negative) ReLU output needs no ReLU; a projection does.
+        if (b.shortcut === 'B') h = tf.relu(this.shortcut(b, h, unit));
+        else if (b.shortcut !== 'none') h = this.shortcut(b, h, unit);
+        continue;
+      }
       const r = unit(b.conv1, h, true);
       if (b.shortcut === 'none') {
         h = unit(b.conv2, r, true);

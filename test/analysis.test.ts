@@ -1,0 +1,121 @@
+// The analyses on tiny nets, against direct computations (pure-JS cpu backend).
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import assert from 'node:assert/strict';
+import { before, describe, it } from 'node:test';
+import { computeResponses } from '../src/analysis/responses';
+import type { TrainedRun } from '../src/analysis/trained-run';
+import { IMAGE_BYTES, type Cifar10Split } from '../src/data/cifar10';
+import { BN_EPSILON } from '../src/engine/ops';
+import { CifarNet, type NetConfig } from '../src/model/resnet';
+
+before(async () => {
+  tf.env().set('PROD', true);
+  await tf.setBackend('cpu');
+});
+
+/** Deterministic pseudo-random numbers in [0, 1). */
+function lcg(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s * 1664525 + 1013904223) >>> 0;
+    return s / 2 ** 32;
+  };
+}
+
+function randomSplit(count: number, seed: number): Cifar10Split {
+  const rand = lcg(seed);
+  const images = new Uint8Array(count * IMAGE_BYTES).map(() => Math.floor(rand() * 256));
+  const labels = new Uint8Array(count).map(() => Math.floor(rand() * 10));
+  return { images, labels, count } as unknown as Cifar10Split;
+}
+
+/** A net with non-trivial BN statistics and affine parameters, as after training. */
+export function fakeTrainedRun(cfg: NetConfig, count = 40, seed = 3): TrainedRun {
+  const net = new CifarNet(cfg, seed);
+  const rand = lcg(seed * 31);
+  tf.tidy(() => {
+    for (const [name, v] of net.runningStats) {
+      const values = Array.from({ length: v.size }, () => (name.endsWith('var') ? 0.5 + rand() : rand() - 0.5));
+      v.assign(tf.tensor1d(values));
+    }
+    for (const [name, v] of net.params) {
+      if (name.endsWith('/gamma')) v.assign(tf.tensor1d(Array.from({ length: v.size }, () => 0.5 + rand())));
+      if (name.endsWith('/beta')) v.assign(tf.tensor1d(Array.from({ length: v.size }, () => rand() - 0.5)));
+    }
+  });
+  return {
+    dir: '/nowhere',
+    name: 'fake',
+    net,
+    config: cfg,
+    iteration: 0,
+    test: randomSplit(count, seed),
+    mean: new Float32Array(IMAGE_BYTES).fill(120),
+    dispose: () => net.dispose(),
+  };
+}
+
+function stdOf(values: Float32Array | number[]): number {
+  let mean = 0;
+  for (const v of values) mean += v;
+  mean /= values.length;
+  let ss = 0;
+  for (const v of values) ss += (v - mean) ** 2;
+  return Math.sqrt(ss / values.length);
+}
+
+describe('responses (Fig. 7)', () => {
+  it("gives each 3x3 layer's BN-output std, equal to a direct computation over all test images", () => {
+    const cfg: NetConfig = { depth: 8, plain: false, shortcut: 'B' };
+    const run = fakeTrainedRun(cfg);
+    // batches of 16: 16 + 16 + 8 images, so the batch merging is exercised
+    const rows = computeResponses(run, 16);
+    // 3x3 layers only: the stem and two per block; not option B's 1x1 projections
+    assert.deepEqual(
+      rows.map((r) => r.name),
+      ['stem', ...['stage1', 'stage2', 'stage3'].flatMap((s) => [`${s}/block1/conv1`, `${s}/block1/conv2`])],
+    );
+    assert.deepEqual(
+      rows.map((r) => r.layer),
+      [1, 2, 3, 4, 5, 6, 7],
+    );
+
+    // Direct: all 40 images at once, conv -> BN with the running statistics, by hand.
+    const p = (n: string) => run.net.params.get(n) as tf.Tensor;
+    const s = (n: string) => run.net.runningStats.get(n) as tf.Tensor;
+    const bn = (z: tf.Tensor, u: string) =>
+      tf.add(
+        tf.mul(
+          tf.div(tf.sub(z, s(`${u}/running_mean`)), tf.sqrt(tf.add(s(`${u}/running_var`), BN_EPSILON))),
+          p(`${u}/gamma`),
+        ),
+        p(`${u}/beta`),
+      );
+    const [stemStd, conv1Std] = tf.tidy(() => {
+      const x = new Float32Array(40 * IMAGE_BYTES);
+      for (let i = 0; i < x.length; i++) x[i] = run.test.images[i] - 120;
+      const input = tf.tensor4d(x, [40, 32, 32, 3]);
+      const stem = bn(tf.conv2d(input, p('stem/w') as tf.Tensor4D, 1, 'same'), 'stem');
+      const conv1 = bn(
+        tf.conv2d(tf.relu(stem) as tf.Tensor4D, p('stage1/block1/conv1/w') as tf.Tensor4D, 1, 'same'),
+        'stage1/block1/conv1',
+      );
+      return [stdOf(stem.dataSync() as Float32Array), stdOf(conv1.dataSync() as Float32Array)];
+    });
+    assert.ok(Math.abs(rows[0].std - stemStd) < 1e-4 * stemStd, `stem ${rows[0].std} vs ${stemStd}`);
+    assert.ok(Math.abs(rows[1].std - conv1Std) < 1e-4 * conv1Std, `conv1 ${rows[1].std} vs ${conv1Std}`);
+    // and the batch size does not matter
+    const whole = computeResponses(run, 40);
+    rows.forEach((r, i) => assert.ok(Math.abs(r.std - whole[i].std) < 1e-4 * r.std, r.name));
+    run.dispose();
+  });
+
+  it('leaks no tensors', () => {
+    const run = fakeTrainedRun({ depth: 8, plain: true, shortcut: 'A' }, 8);
+    const before = tf.memory().numTensors;
+    computeResponses(run, 4);
+    assert.equal(tf.memory().numTensors, before);
+    run.dispose();
+  });
+});
