@@ -3,11 +3,12 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
+import { deletableBlocks, isDownsampling, lesionError, lesionStudy } from '../src/analysis/lesion';
 import { computeResponses } from '../src/analysis/responses';
 import type { TrainedRun } from '../src/analysis/trained-run';
 import { IMAGE_BYTES, type Cifar10Split } from '../src/data/cifar10';
 import { BN_EPSILON } from '../src/engine/ops';
-import { CifarNet, type NetConfig } from '../src/model/resnet';
+import { CifarNet, shortcutA, type NetConfig } from '../src/model/resnet';
 
 before(async () => {
   tf.env().set('PROD', true);
@@ -116,6 +117,102 @@ describe('responses (Fig. 7)', () => {
     const before = tf.memory().numTensors;
     computeResponses(run, 4);
     assert.equal(tf.memory().numTensors, before);
+    run.dispose();
+  });
+});
+
+describe('lesion (Veit et al.)', () => {
+  /** Copies every weight and statistic the smaller net has from the bigger one (same names). */
+  function copyInto(from: CifarNet, to: CifarNet): void {
+    tf.tidy(() => {
+      for (const [n, v] of to.params) v.assign(from.params.get(n) as tf.Variable);
+      for (const [n, v] of to.runningStats) v.assign(from.runningStats.get(n) as tf.Variable);
+    });
+  }
+
+  for (const plain of [false, true]) {
+    it(`deleting blocks of a ${plain ? 'plain net' : 'ResNet'} equals the net built without them`, () => {
+      // depth 14 (2 blocks a stage) minus each stage's second block = depth 8 (1 block a stage)
+      const run = fakeTrainedRun({ depth: 14, plain, shortcut: 'A' }, 12);
+      const small = new CifarNet({ depth: 8, plain, shortcut: 'A' }, 99);
+      copyInto(run.net, small);
+      const deleted = new Set(['stage1/block2', 'stage2/block2', 'stage3/block2']);
+      const [a, b, intact] = tf.tidy(() => {
+        const x = tf.randomNormal([4, 32, 32, 3], 0, 50, 'float32', 5) as tf.Tensor4D;
+        return [
+          run.net.forward(x, false, undefined, { deleted }).arraySync(),
+          small.forward(x, false).arraySync(),
+          run.net.forward(x, false).arraySync(),
+        ];
+      });
+      a.flat().forEach((v, i) => assert.ok(Math.abs(v - b.flat()[i]) < 1e-4 * (1 + Math.abs(v)), `logit ${i}`));
+      assert.ok(
+        intact.flat().some((v, i) => Math.abs(v - a.flat()[i]) > 1e-3),
+        'deletion changes the output',
+      );
+      small.dispose();
+      run.dispose();
+    });
+  }
+
+  it('deletes a downsampling block of a ResNet as its option-A shortcut, never one of a plain net', () => {
+    const res = fakeTrainedRun({ depth: 8, plain: false, shortcut: 'A' }, 4);
+    const plain = fakeTrainedRun({ depth: 8, plain: true, shortcut: 'A' }, 4);
+    assert.deepEqual(
+      deletableBlocks(res).map((b) => [b.name, isDownsampling(b)]),
+      [
+        ['stage1/block1', false],
+        ['stage2/block1', true],
+        ['stage3/block1', true],
+      ],
+    );
+    assert.deepEqual(
+      deletableBlocks(plain).map((b) => b.name),
+      ['stage1/block1'],
+    );
+    // Every block deleted: the stem's ReLU output through two option-A shortcuts
+    // (subsample, zero-pad to 32 then 64 channels), pooled, then the FC layer.
+    const [logits, direct] = tf.tidy(() => {
+      const x = tf.randomNormal([2, 32, 32, 3], 0, 50, 'float32', 6) as tf.Tensor4D;
+      const all = new Set(res.net.arch.blocks.map((b) => b.name));
+      let stem: tf.Tensor4D | undefined;
+      const got = res.net.forward(x, false, undefined, {
+        deleted: all,
+        response: (u, y) => {
+          if (u.name === 'stem') stem = y;
+        },
+      });
+      const h = shortcutA(shortcutA(tf.relu(stem as tf.Tensor4D), 32), 64);
+      const p = (n: string) => res.net.params.get(n) as tf.Tensor2D;
+      const expected = tf.add(tf.matMul(tf.mean(h, [1, 2]) as tf.Tensor2D, p('fc/w')), p('fc/b'));
+      return [got.arraySync() as number[][], expected.arraySync() as number[][]];
+    });
+    logits.flat().forEach((v, i) => assert.ok(Math.abs(v - direct.flat()[i]) < 1e-5, `logit ${i}`));
+    res.dispose();
+    plain.dispose();
+  });
+
+  it('measures error with deletions, and k random blocks for k = 1..n, repeatably', () => {
+    const run = fakeTrainedRun({ depth: 14, plain: false, shortcut: 'A' }, 12);
+    const rows = lesionStudy(run, { draws: 3, seed: 7, batchSize: 6 });
+    assert.equal(rows[0].kind, 'none');
+    assert.equal(rows[0].errorMean, lesionError(run, new Set()));
+    const single = rows.filter((r) => r.kind === 'single');
+    assert.equal(single.length, 6);
+    assert.deepEqual(
+      single.filter((r) => r.downsampling).map((r) => r.block),
+      ['stage2/block1', 'stage3/block1'],
+    );
+    assert.equal(single[1].errorMean, lesionError(run, new Set(['stage1/block2'])));
+    const random = rows.filter((r) => r.kind === 'random');
+    assert.deepEqual(
+      random.map((r) => r.k),
+      [1, 2, 3, 4, 5, 6],
+    );
+    // all six deleted: one possible choice, so no spread
+    assert.equal(random[5].errorStd, 0);
+    assert.equal(random[5].errorMean, lesionError(run, new Set(run.net.arch.blocks.map((b) => b.name))));
+    assert.deepEqual(lesionStudy(run, { draws: 3, seed: 7, batchSize: 6 }), rows);
     run.dispose();
   });
 });

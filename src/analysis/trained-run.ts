@@ -23,6 +23,7 @@ export interface TrainedRun {
   config: NetConfig;
   /** Iterations the loaded checkpoint has trained. */
   iteration: number;
+  /** The test split (an analysis may narrow it to its first images). */
   test: Cifar10Split;
   mean: Float32Array;
   dispose(): void;

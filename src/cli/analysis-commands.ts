@@ -3,11 +3,14 @@
 import { Command, Option } from 'commander';
 import * as path from 'node:path';
 import { renderFigure } from '../analysis/figure';
+import { lesionStudy, writeLesion } from '../analysis/lesion';
+import { buildLesionSpec, type LesionSeries } from '../analysis/lesion-figure';
 import { computeResponses, writeResponses } from '../analysis/responses';
 import { buildFig7Spec, type ResponseSeries } from '../analysis/responses-figure';
 import { analysisRuns, withRunLock } from '../analysis/run-folders';
-import { loadTrainedRun } from '../analysis/trained-run';
-import { resolveDataDir } from '../data/cifar10';
+import { loadTrainedRun, type TrainedRun } from '../analysis/trained-run';
+import { integer } from '../experiment/settings';
+import { IMAGE_BYTES, resolveDataDir } from '../data/cifar10';
 import { ENGINE_CHOICES } from '../engine/engine';
 import { parseEngineChoice, selectEngine } from '../engine/select';
 
@@ -20,6 +23,17 @@ function addAnalysisOptions(cmd: Command): Command {
     .option('--results <dir>', 'results folder (without RUN arguments: every trained run in it)', DEFAULT_RESULTS)
     .option('--data-dir <dir>', "CIFAR-10 folder (default: the one in each run's config.json)")
     .addOption(new Option('--engine <name>', 'tensor engine').choices([...ENGINE_CHOICES]).default('auto'));
+}
+
+/** The first n test images of a run (a quicker, noisier lesion study). */
+function firstImages(run: TrainedRun, n: number | undefined): void {
+  if (n === undefined || n >= run.test.count) return;
+  run.test = {
+    ...run.test,
+    images: run.test.images.subarray(0, n * IMAGE_BYTES),
+    labels: run.test.labels.subarray(0, n),
+    count: n,
+  };
 }
 
 interface AnalysisFlags {
@@ -55,6 +69,47 @@ export function addAnalysisCommands(program: Command): void {
       }
     }
     const written = await renderFigure(buildFig7Spec(series), o.out ?? path.join(o.results, 'fig7'));
+    say(`wrote ${written.svg} and ${written.png}`);
+  });
+
+  addAnalysisOptions(
+    program
+      .command('lesion')
+      .description(
+        "Veit et al. 2016: test error after deleting each block's residual branch (y = x), then k random blocks; " +
+          'writes lesion.csv in each run folder and a figure',
+      )
+      .argument('[run...]', 'run folders (default: every trained run under --results)')
+      .option('--draws <k>', 'random draws for each number of deleted blocks', '5')
+      .option('--images <n>', 'use only the first n test images (default: all; quicker, noisier)')
+      .option('--seed <n>', 'seed of the random block choices', '1')
+      .option('--out <file>', 'figure file (.svg and .png; default <results>/lesion)'),
+  ).action(async (runs: string[], o: AnalysisFlags & { draws: string; images?: string; seed: string }) => {
+    const draws = integer('--draws', o.draws, 1);
+    const seed = integer('--seed', o.seed, 0);
+    const images = o.images === undefined ? undefined : integer('--images', o.images, 1);
+    const dirs = analysisRuns(runs, o.results, warn);
+    const dataDir = o.dataDir === undefined ? undefined : resolveDataDir(o.dataDir);
+    await selectEngine(parseEngineChoice(o.engine));
+    const series: LesionSeries[] = [];
+    for (const dir of dirs) {
+      const run = loadTrainedRun(dir, dataDir);
+      try {
+        firstImages(run, images);
+        const rows = lesionStudy(run, {
+          draws,
+          seed,
+          progress: (done, total) => {
+            if (done % 10 === 0 || done === total) process.stderr.write(`${run.name}: ${done}/${total} evaluations\n`);
+          },
+        });
+        withRunLock(dir, () => say(`wrote ${writeLesion(dir, rows)}`), warn);
+        series.push({ run: run.name, variant: run.config.plain ? 'plain' : 'resnet', depth: run.config.depth, rows });
+      } finally {
+        run.dispose();
+      }
+    }
+    const written = await renderFigure(buildLesionSpec(series), o.out ?? path.join(o.results, 'lesion'));
     say(`wrote ${written.svg} and ${written.png}`);
   });
 }
