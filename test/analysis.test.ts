@@ -3,12 +3,15 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
+import { GradientFlow } from '../src/analysis/gradient-flow';
 import { deletableBlocks, isDownsampling, lesionError, lesionStudy } from '../src/analysis/lesion';
 import { computeResponses } from '../src/analysis/responses';
 import type { TrainedRun } from '../src/analysis/trained-run';
 import { IMAGE_BYTES, type Cifar10Split } from '../src/data/cifar10';
 import { BN_EPSILON } from '../src/engine/ops';
-import { CifarNet, shortcutA, type NetConfig } from '../src/model/resnet';
+import { CifarNet, convUnits, shortcutA, type NetConfig } from '../src/model/resnet';
+import { Sgd } from '../src/train/sgd';
+import { trainStep } from '../src/train/step';
 
 before(async () => {
   tf.env().set('PROD', true);
@@ -214,5 +217,87 @@ describe('lesion (Veit et al.)', () => {
     assert.equal(random[5].errorMean, lesionError(run, new Set(run.net.arch.blocks.map((b) => b.name))));
     assert.deepEqual(lesionStudy(run, { draws: 3, seed: 7, batchSize: 6 }), rows);
     run.dispose();
+  });
+});
+
+describe('gradient flow and clipping', () => {
+  /** tfjs's own gradients of the training loss of one batch, by parameter name. */
+  function ownGradients(net: CifarNet, x: Float32Array, labels: Int32Array): Map<string, Float32Array> {
+    const names = [...net.params.keys()];
+    const { grads, value } = tf.variableGrads(() => {
+      const logits = net.forward(tf.tensor4d(x, [labels.length, 32, 32, 3]), true);
+      const oneHot = tf.oneHot(tf.tensor1d(labels, 'int32'), 10);
+      return tf.neg(tf.mean(tf.sum(tf.mul(oneHot, tf.logSoftmax(logits)), 1))) as tf.Scalar;
+    }, [...net.params.values()]);
+    const out = new Map(
+      names.map((n) => [n, grads[(net.params.get(n) as tf.Variable).name].dataSync() as Float32Array]),
+    );
+    tf.dispose([value, ...Object.values(grads)]);
+    return out;
+  }
+  const l2 = (a: Float32Array) => Math.sqrt(a.reduce((s, v) => s + v * v, 0));
+
+  function batch(n: number, seed: number) {
+    const rand = lcg(seed);
+    return {
+      x: Float32Array.from({ length: n * IMAGE_BYTES }, () => rand() * 2 - 1),
+      labels: Int32Array.from({ length: n }, () => Math.floor(rand() * 10)),
+    };
+  }
+
+  it("records each conv layer's weight-gradient norm, the mean over the interval's steps", () => {
+    const cfg: NetConfig = { depth: 8, plain: false, shortcut: 'B' };
+    const net = new CifarNet(cfg, 1);
+    const twin = new CifarNet(cfg, 1); // same weights: the reference for each step
+    const sgd = new Sgd(net.params, (n) => net.decayed(n), { momentum: 0.9, weightDecay: 1e-4 });
+    const twinSgd = new Sgd(twin.params, (n) => twin.decayed(n), { momentum: 0.9, weightDecay: 1e-4 });
+    const flow = new GradientFlow(net);
+    assert.deepEqual(
+      flow.layers,
+      convUnits(net.arch).map((u) => u.name),
+    );
+    const interval = flow.emptyInterval();
+    const expected = flow.layers.map(() => 0);
+    for (let step = 0; step < 2; step++) {
+      const { x, labels } = batch(4, step + 1);
+      const own = ownGradients(twin, x, labels);
+      flow.layers.forEach((l, i) => (expected[i] += l2(own.get(`${l}/w`) as Float32Array) / 2));
+      trainStep(net, sgd, x, labels, 0.1, (g) => flow.process(g, interval));
+      trainStep(twin, twinSgd, x, labels, 0.1);
+    }
+    const means = flow.take(interval);
+    means.norms.forEach((v, i) =>
+      assert.ok(Math.abs(v - expected[i]) < 1e-4 * expected[i], `${means.names[i]}: ${v} vs ${expected[i]}`),
+    );
+    assert.ok(means.norms.every((v) => v > 0));
+    assert.deepEqual(interval, flow.emptyInterval(), 'take() empties the interval');
+    // logging only: the very same gradients are applied (both nets still agree)
+    const [a, b] = [net, twin].map((n) => (n.params.get('stage3/block1/conv2/w') as tf.Variable).dataSync());
+    assert.deepEqual(a, b);
+    for (const t of [net, twin, sgd, twinSgd]) t.dispose();
+  });
+
+  it('--clip-grad-norm scales all gradients to the stated global norm, and leaves smaller ones alone', () => {
+    const net = new CifarNet({ depth: 8, plain: true, shortcut: 'A' }, 2);
+    const { x, labels } = batch(4, 9);
+    const own = ownGradients(net, x, labels);
+    const global = Math.sqrt([...own.values()].reduce((s, g) => s + l2(g) ** 2, 0));
+    const grads = new Map([...own].map(([n, g]) => [n, tf.tensor(g, (net.params.get(n) as tf.Variable).shape)]));
+
+    const clip = global / 4;
+    const clipped = new GradientFlow(net, clip).process(grads, new GradientFlow(net).emptyInterval());
+    assert.notEqual(clipped, grads);
+    const after = Math.sqrt([...clipped.values()].reduce((s, g) => s + l2(g.dataSync() as Float32Array) ** 2, 0));
+    assert.ok(Math.abs(after - clip) < 1e-4 * clip, `norm after clipping ${after}, wanted ${clip}`);
+    // same direction: every gradient scaled by the same factor
+    const w = 'stage2/block1/conv1/w';
+    const ratio = (clipped.get(w) as tf.Tensor).dataSync()[0] / (own.get(w) as Float32Array)[0];
+    assert.ok(Math.abs(ratio - clip / global) < 1e-4);
+    tf.dispose([...clipped.values()]);
+
+    const loose = new GradientFlow(net, global * 2).process(grads, new GradientFlow(net).emptyInterval());
+    assert.equal(loose, grads, 'a norm under the limit is not touched');
+    tf.dispose([...grads.values()]);
+    net.dispose();
   });
 });

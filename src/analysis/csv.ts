@@ -7,9 +7,22 @@ import { writeFileAtomic } from '../experiment/files';
 
 export type CsvRecord = Record<string, string | number>;
 
+function stringifier(columns: string[]) {
+  return createObjectCsvStringifier({ header: columns.map((c) => ({ id: c, title: c })) });
+}
+
+/** The header line, with its newline. */
+export function csvHeader(columns: string[]): string {
+  return stringifier(columns).getHeaderString() as string;
+}
+
+/** The records' lines, each with its newline ('' for none). */
+export function csvRecords(columns: string[], rows: CsvRecord[]): string {
+  return rows.length === 0 ? '' : stringifier(columns).stringifyRecords(rows);
+}
+
 export function csvText(columns: string[], rows: CsvRecord[]): string {
-  const s = createObjectCsvStringifier({ header: columns.map((c) => ({ id: c, title: c })) });
-  return s.getHeaderString() + s.stringifyRecords(rows);
+  return csvHeader(columns) + csvRecords(columns, rows);
 }
 
 export function writeCsv(file: string, columns: string[], rows: CsvRecord[]): void {

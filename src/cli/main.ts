@@ -123,7 +123,8 @@ export function buildProgram(): Command {
       .option('--warmup <auto|on|off>', 'lr 0.01 until training error < 80% (auto: depth >= 110)', 'auto')
       .option('--val <n>', 'hold out the last n training images as a validation set (paper: 5000)', '0')
       .option('--eval-every <n>', 'iterations between evaluations, CSV rows and checkpoints', '500')
-      .option('--seed <n>', 'random seed (init, data order, augmentation)', '1'),
+      .option('--seed <n>', 'random seed (init, data order, augmentation)', '1')
+      .option('--clip-grad-norm <x>', "clip the global gradient norm to x (off by default; not the paper's recipe)"),
   ).action(async (o) => {
     const itersGiven = program.commands.find((c) => c.name() === 'run')?.getOptionValueSource('iterations') === 'cli';
     const recipe: Partial<Recipe> = {
@@ -137,6 +138,7 @@ export function buildProgram(): Command {
     };
     if (itersGiven) recipe.iterations = integer('--iterations', o.iterations, 1);
     if (o.milestones !== undefined) recipe.milestones = parseMilestones(o.milestones);
+    if (o.clipGradNorm !== undefined) recipe.clipGradNorm = positive('--clip-grad-norm', o.clipGradNorm); // issue 11
     const settings: RunSettings = {
       net: checkNet({
         depth: integer('--depth', o.depth, 1),

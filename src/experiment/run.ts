@@ -8,6 +8,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { GradientFlow } from '../analysis/gradient-flow';
+import { appendGradientRows, gradientsFile, startGradients } from '../analysis/gradients-csv';
 import { evalBatches, TrainBatches } from '../data/batches';
 import { holdOut, loadCifar10, pixelMean } from '../data/cifar10';
 import { selectEngine } from '../engine/select';
@@ -109,6 +111,7 @@ async function runLocked(
     metrics: path.join(dir, 'metrics.csv'),
     checkpoint: path.join(dir, 'checkpoint.bin'),
     summary: path.join(dir, 'summary.json'),
+    gradients: gradientsFile(dir), // issue 11
   };
   if (s.fresh) for (const f of Object.values(files)) fs.rmSync(f, { force: true });
   const started = fs.existsSync(files.checkpoint) || fs.existsSync(files.summary);
@@ -184,6 +187,8 @@ async function runLocked(
     }
     if (!fs.existsSync(files.metrics) || state.iteration === 0) createMetrics(files.metrics);
     else truncateMetrics(files.metrics, state.iteration);
+    startGradients(files.gradients, state.iteration); // issue 11: the same rule as metrics.csv
+    const flow = new GradientFlow(net, s.recipe.clipGradNorm); // issue 11
 
     const batches = new TrainBatches(train, mean, s.recipe.batch, s.seed);
     const evalFn = () => ({
@@ -209,6 +214,7 @@ async function runLocked(
           // CSV first, then the checkpoint: a kill between the two leaves a row that the
           // resumed run drops (truncateMetrics) and computes again identically.
           appendMetricsRow(files.metrics, row);
+          appendGradientRows(files.gradients, row.iteration, flow.take((st.gradients ??= flow.emptyInterval()))); // issue 11
           save(st);
           report.row(row);
         },
@@ -216,6 +222,8 @@ async function runLocked(
         onWarmupEnd: (i) =>
           report.log(`warm-up ended at iteration ${i}: training error below 80%, learning rate back to ${s.recipe.lr}`),
         shouldStop,
+        gradients: flow, // issue 11
+        clipGradNorm: s.recipe.clipGradNorm, // issue 11
       });
     } finally {
       report.stop();

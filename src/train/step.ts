@@ -35,7 +35,16 @@ export function countErrors(
   return errors;
 }
 
-export function trainStep(net: CifarNet, sgd: Sgd, x: Float32Array, labels: Int32Array, lr: number): StepResult {
+export function trainStep(
+  net: CifarNet,
+  sgd: Sgd,
+  x: Float32Array,
+  labels: Int32Array,
+  lr: number,
+  // issue 11 hook: gradient norms and --clip-grad-norm (src/analysis/gradient-flow.ts).
+  // Returns the gradients to apply: the same map, or new tensors that are disposed here.
+  processGrads?: (grads: Map<string, tf.Tensor>) => Map<string, tf.Tensor>,
+): StepResult {
   const batch = labels.length;
   const stats: BatchStats[] = [];
   let logits: tf.Tensor2D | undefined;
@@ -54,7 +63,9 @@ export function trainStep(net: CifarNet, sgd: Sgd, x: Float32Array, labels: Int3
 
   const byName = new Map<string, tf.Tensor>();
   for (const [name, v] of net.params) byName.set(name, grads[v.name]);
-  sgd.step(byName, lr);
+  const update = processGrads ? processGrads(byName) : byName; // issue 11 hook
+  sgd.step(update, lr);
+  if (update !== byName) tf.dispose([...update.values()]); // issue 11 hook
 
   updateRunningStats(net, stats);
   const loss = value.dataSync()[0];

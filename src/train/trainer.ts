@@ -1,6 +1,8 @@
 // The training loop: steps, learning-rate schedule, warm-up, periodic evaluation.
 // It knows nothing of files: the caller (src/experiment/run.ts) turns each evaluation into
 // a CSV row and a checkpoint, and decides when to stop.
+import type { GradientFlow, GradientInterval } from '../analysis/gradient-flow';
+import type { Tensor } from '@tensorflow/tfjs-core';
 import type { CifarNet } from '../model/resnet';
 import { initialWarmup, learningRate, recordWarmup, type ScheduleConfig, type WarmupState } from './schedule';
 import type { Sgd } from './sgd';
@@ -11,10 +13,15 @@ export class NonFiniteLossError extends Error {
   constructor(
     readonly iteration: number,
     loss: number,
+    clipGradNorm?: number,
   ) {
     super(
       `training loss is ${loss} at iteration ${iteration} (exploding gradients?); ` +
-        'stopped and kept the last good checkpoint: try a lower --lr or --warmup on',
+        'stopped and kept the last good checkpoint: try a lower --lr or --warmup on' +
+        // issue 11: gradient clipping
+        (clipGradNorm === undefined
+          ? ", or clip gradients with --clip-grad-norm (e.g. 1; not the paper's recipe)"
+          : `, or a lower --clip-grad-norm than ${clipGradNorm}`),
     );
   }
 }
@@ -28,6 +35,8 @@ export interface LoopState {
   interval: { lossSum: number; errorSum: number; images: number; batches: number; trainSeconds: number };
   /** Wall-clock seconds spent on this run, over all its resumptions. */
   elapsedS: number;
+  /** issue 11: gradient norms since the last row (src/analysis/gradient-flow.ts). */
+  gradients?: GradientInterval;
 }
 
 export function initialLoopState(schedule: ScheduleConfig): LoopState {
@@ -72,6 +81,10 @@ export interface LoopOptions {
   onWarmupEnd?: (iteration: number) => void;
   /** Polled between steps: a pending SIGINT/SIGTERM. */
   shouldStop: () => boolean;
+  /** issue 11: records gradient norms in state.gradients and clips (src/analysis/gradient-flow.ts). */
+  gradients?: GradientFlow;
+  /** issue 11: --clip-grad-norm, for the NaN message. */
+  clipGradNorm?: number;
 }
 
 /** Runs until `iterations` steps are done ('finished') or shouldStop() says so ('stopped'). */
@@ -95,9 +108,11 @@ export async function trainLoop(o: LoopOptions): Promise<'finished' | 'stopped'>
     const lr = learningRate(o.schedule, s.iteration, s.warmup.active);
     const { x, labels } = o.batch(s.iteration);
     const t0 = performance.now();
-    const { loss, errors } = trainStep(o.net, o.sgd, x, labels, lr);
+    const flow = o.gradients; // issue 11 hook
+    const processGrads = flow && ((g: Map<string, Tensor>) => flow.process(g, (s.gradients ??= flow.emptyInterval())));
+    const { loss, errors } = trainStep(o.net, o.sgd, x, labels, lr, processGrads);
     const seconds = (performance.now() - t0) / 1000;
-    if (!Number.isFinite(loss)) throw new NonFiniteLossError(s.iteration + 1, loss);
+    if (!Number.isFinite(loss)) throw new NonFiniteLossError(s.iteration + 1, loss, o.clipGradNorm);
 
     const error = (100 * errors) / labels.length;
     s.iteration++;
