@@ -20,8 +20,11 @@ const DEPTH_COLOURS: Record<number, string> = {
   1202: '#9467bd',
 };
 
+const SPARE_COLOURS = ['#8c564b', '#e377c2', '#17becf', '#bcbd22', '#7f7f7f', '#aec7e8'];
+
+/** The colour `plot` gives a depth in Fig. 6; other depths get distinct spare ones. */
 export function depthColour(depth: number): string {
-  return DEPTH_COLOURS[depth] ?? '#8c564b';
+  return DEPTH_COLOURS[depth] ?? SPARE_COLOURS[Math.floor(depth / 6) % SPARE_COLOURS.length];
 }
 
 export function buildFig7Spec(series: ResponseSeries[]): TopLevelSpec {

@@ -2,13 +2,17 @@
 // Registered from main.ts by one call, so that they live apart from the training commands.
 import { Command, Option } from 'commander';
 import * as path from 'node:path';
+import { collectAnalyses } from '../analysis/collect';
 import { renderFigure } from '../analysis/figure';
+import { buildGradientsSpec } from '../analysis/gradients-figure';
 import { lesionStudy, writeLesion } from '../analysis/lesion';
 import { buildLesionSpec, type LesionSeries } from '../analysis/lesion-figure';
 import { computeResponses, writeResponses } from '../analysis/responses';
 import { buildFig7Spec, type ResponseSeries } from '../analysis/responses-figure';
 import { analysisRuns, withRunLock } from '../analysis/run-folders';
-import { loadTrainedRun, type TrainedRun } from '../analysis/trained-run';
+import { loadTrainedRun, RunFolderError, type TrainedRun } from '../analysis/trained-run';
+import { writeReport } from '../report/html';
+import { loadRuns, type RunRecord } from '../report/runs';
 import { integer } from '../experiment/settings';
 import { IMAGE_BYTES, resolveDataDir } from '../data/cifar10';
 import { ENGINE_CHOICES } from '../engine/engine';
@@ -34,6 +38,14 @@ function firstImages(run: TrainedRun, n: number | undefined): void {
     labels: run.test.labels.subarray(0, n),
     count: n,
   };
+}
+
+/** plot --gradients: every run's gradients.csv in one figure. */
+export async function plotGradients(runs: RunRecord[], outFile: string): Promise<{ svg: string; png: string }> {
+  const series = collectAnalyses(runs).gradients;
+  if (series.length === 0)
+    throw new RunFolderError('no run has a gradients.csv yet (runs write it while they train): nothing to plot');
+  return renderFigure(buildGradientsSpec(series), outFile);
 }
 
 interface AnalysisFlags {
@@ -112,4 +124,17 @@ export function addAnalysisCommands(program: Command): void {
     const written = await renderFigure(buildLesionSpec(series), o.out ?? path.join(o.results, 'lesion'));
     say(`wrote ${written.svg} and ${written.png}`);
   });
+
+  program
+    .command('report')
+    .description(
+      'one self-contained HTML page: Fig. 6, the compare table against the paper, and the Fig. 7, lesion and ' +
+        'gradient figures where their data exist (opens offline)',
+    )
+    .option('--results <dir>', 'results folder', DEFAULT_RESULTS)
+    .option('--out <file>', 'the HTML file (default <results>/report.html)')
+    .action((o: { results: string; out?: string }) => {
+      const runs = loadRuns(o.results, warn);
+      say(`wrote ${writeReport(runs, o.results, o.out ?? path.join(o.results, 'report.html'))}`);
+    });
 }

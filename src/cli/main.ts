@@ -26,7 +26,7 @@ import { formatSummary, summarize, summarizeImageNet } from '../model/summary';
 import { compareRuns, formatCompare } from '../report/compare';
 import { plotFig6 } from '../report/plot';
 import { loadRuns } from '../report/runs';
-import { addAnalysisCommands } from './analysis-commands';
+import { addAnalysisCommands, plotGradients } from './analysis-commands';
 import { createReporter } from './progress';
 
 const DEFAULT_OUT = './results';
@@ -192,9 +192,12 @@ export function buildProgram(): Command {
     .description('Fig. 6: error (%) against iterations, training dashed and test bold; writes SVG and PNG')
     .option('--results <dir>', 'results folder', DEFAULT_OUT)
     .option('--out <file>', 'output file (.svg and .png are written; default <results>/fig6)')
-    .action(async (o: { results: string; out?: string }) => {
+    .option('--gradients', "instead: each conv layer's gradient norm against depth (default <results>/gradients)")
+    .action(async (o: { results: string; out?: string; gradients?: boolean }) => {
       const runs = loadRuns(o.results, (m) => process.stderr.write(`warning: ${m}\n`));
-      const written = await plotFig6(runs, o.out ?? path.join(o.results, 'fig6'));
+      const written = o.gradients // issue 11: plot --gradients (src/analysis/gradients-figure.ts)
+        ? await plotGradients(runs, o.out ?? path.join(o.results, 'gradients'))
+        : await plotFig6(runs, o.out ?? path.join(o.results, 'fig6'));
       process.stdout.write(`wrote ${written.svg} and ${written.png}\n`);
     });
 
