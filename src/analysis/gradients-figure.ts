@@ -3,6 +3,7 @@
 // ResNets solid, log scale (the norms span orders of magnitude).
 import type { TopLevelSpec } from 'vega-lite';
 import type { GradientRow } from './gradients-csv';
+import { VARIANT_DASH } from './responses-figure';
 
 export interface GradientSeries {
   run: string;
@@ -39,6 +40,10 @@ export function buildGradientsSpec(series: GradientSeries[]): TopLevelSpec {
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
     description: 'Gradient flow: L2 norm of each conv layer weight gradient against depth',
+    title: {
+      text: "Gradient norm of each conv layer's weights against depth",
+      subtitle: 'dashed: plain, solid: ResNet; colour: training iteration',
+    },
     data: { values },
     facet: { row: { field: 'net', type: 'ordinal', title: null, sort: { field: 'depth' } } },
     spec: {
@@ -46,20 +51,20 @@ export function buildGradientsSpec(series: GradientSeries[]): TopLevelSpec {
       height: 170,
       mark: { type: 'line', point: { size: 12 }, strokeWidth: 1.2 },
       encoding: {
-        x: { field: 'layer', type: 'quantitative', title: 'conv layer (input side → output side)' },
+        x: {
+          field: 'layer',
+          type: 'quantitative',
+          title: 'conv layer (input side → output side)',
+          axis: { tickMinStep: 1, format: 'd' },
+        },
         y: { field: 'norm', type: 'quantitative', title: '‖∂loss/∂W‖₂ (interval mean)', scale: { type: 'log' } },
         color: { field: 'iteration', type: 'ordinal', scale: { scheme: 'viridis' } },
         strokeDash: {
           field: 'variant',
           type: 'nominal',
           title: null,
-          scale: {
-            domain: ['plain', 'resnet'],
-            range: [
-              [5, 3],
-              [1, 0],
-            ],
-          },
+          scale: VARIANT_DASH,
+          legend: null, // said in the titles: resvg draws no dashed legend symbols
         },
         detail: { field: 'run', type: 'nominal' },
         tooltip: [

@@ -3,7 +3,7 @@
 // and with k random blocks deleted (mean and ± 1 std over the draws).
 import type { TopLevelSpec } from 'vega-lite';
 import type { LesionRow } from './lesion';
-import { depthColour } from './responses-figure';
+import { depthColour, VARIANT_DASH } from './responses-figure';
 
 export interface LesionSeries {
   run: string;
@@ -24,13 +24,8 @@ export function buildLesionSpec(series: LesionSeries[]): TopLevelSpec {
     field: 'variant',
     type: 'nominal' as const,
     title: null,
-    scale: {
-      domain: ['plain', 'resnet'],
-      range: [
-        [5, 3],
-        [1, 0],
-      ],
-    },
+    scale: VARIANT_DASH,
+    legend: null, // said in the titles: resvg draws no dashed legend symbols
   };
   const single = series.flatMap((s) =>
     s.rows
@@ -74,13 +69,18 @@ export function buildLesionSpec(series: LesionSeries[]): TopLevelSpec {
       {
         width: 460,
         height: 200,
-        title: 'Deleting one block (dotted: the intact net; squares: downsampling blocks)',
+        title: 'Deleting one block (dashed: plain, solid: ResNet; dotted: intact net; squares: downsampling blocks)',
         layer: [
           {
             data: { values: single },
             mark: { type: 'line', strokeWidth: 1.2 },
             encoding: {
-              x: { field: 'index', type: 'quantitative', title: 'deleted block' },
+              x: {
+                field: 'index',
+                type: 'quantitative',
+                title: 'deleted block (1 = first block of stage 1)',
+                axis: { tickMinStep: 1, format: 'd' },
+              },
               y,
               color: colour,
               strokeDash: dash,
@@ -131,7 +131,12 @@ export function buildLesionSpec(series: LesionSeries[]): TopLevelSpec {
           {
             mark: { type: 'errorband', opacity: 0.2 },
             encoding: {
-              x: { field: 'k', type: 'quantitative', title: 'blocks deleted (k)' },
+              x: {
+                field: 'k',
+                type: 'quantitative',
+                title: 'blocks deleted (k)',
+                axis: { tickMinStep: 1, format: 'd' },
+              },
               y: { field: 'lo', type: 'quantitative', title: 'test error (%)', scale: { domain: [0, 100] } },
               y2: { field: 'hi' },
               color: colour,

@@ -20,6 +20,15 @@ const DEPTH_COLOURS: Record<number, string> = {
   1202: '#9467bd',
 };
 
+/** Plain nets dashed, ResNets solid, as in Fig. 6. */
+export const VARIANT_DASH = {
+  domain: ['plain', 'resnet'],
+  range: [
+    [5, 3],
+    [1, 0],
+  ],
+};
+
 const SPARE_COLOURS = ['#8c564b', '#e377c2', '#17becf', '#bcbd22', '#7f7f7f', '#aec7e8'];
 
 /** The colour `plot` gives a depth in Fig. 6; other depths get distinct spare ones. */
@@ -57,6 +66,7 @@ export function buildFig7Spec(series: ResponseSeries[]): TopLevelSpec {
         field: x,
         type: 'quantitative' as const,
         title: x === 'layer' ? 'layer index' : 'layer index (sorted by magnitude)',
+        axis: { tickMinStep: 1, format: 'd' },
       },
       y: { field: 'std', type: 'quantitative' as const, title: 'std' },
       color: colour,
@@ -64,13 +74,8 @@ export function buildFig7Spec(series: ResponseSeries[]): TopLevelSpec {
         field: 'variant',
         type: 'nominal' as const,
         title: null,
-        scale: {
-          domain: ['plain', 'resnet'],
-          range: [
-            [5, 3],
-            [1, 0],
-          ],
-        },
+        scale: VARIANT_DASH,
+        legend: null, // said in the titles: resvg draws no dashed legend symbols
       },
       detail: { field: 'run', type: 'nominal' as const },
       tooltip: [
@@ -86,7 +91,7 @@ export function buildFig7Spec(series: ResponseSeries[]): TopLevelSpec {
     description: 'Fig. 7: standard deviations of the 3x3 layer responses on the CIFAR-10 test set',
     data: { values },
     vconcat: [
-      panel('layer', 'Std of 3x3 layer responses (after BN, before ReLU/addition), by layer'),
+      panel('layer', 'Std of 3x3 layer responses (after BN, before ReLU/addition); dashed: plain, solid: ResNet'),
       panel('rank', 'The same, sorted by magnitude'),
     ],
     config: { font: 'sans-serif' },
