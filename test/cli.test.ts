@@ -104,6 +104,15 @@ describe('summary', () => {
     assert.match(r.stdout, /forward MACs per image: 125,485,696/);
     assert.equal(r.stdout.split('\n').filter((l) => l.startsWith('stage')).length, 54);
   });
+  it('--arch prints an ImageNet net of Table 1', () => {
+    const r = cli(['summary', '--arch', 'resnet152']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /resnet152: 151 conv layers \(\+ 4 projection shortcuts\) \+ fc/);
+    assert.match(r.stdout, /parameters: 60,192,808/);
+    assert.match(r.stdout, /forward MACs per image: 11,282,415,616 \(11\.28G\)/);
+    oneLineError(cli(['summary', '--arch', 'vgg16']), /--arch must be one of resnet18/);
+    oneLineError(cli(['summary']), /either --depth .* or --arch/);
+  });
 });
 
 describe('a run, killed and resumed', { skip }, () => {

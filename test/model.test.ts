@@ -3,7 +3,8 @@ import '@tensorflow/tfjs-backend-cpu';
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { blocksPerStage, CifarNet, DepthError, netName, shortcutA } from '../src/model/resnet';
-import { summarize } from '../src/model/summary';
+import { ArchError, IMAGENET_ARCHS, parseArch, type ImageNetArch } from '../src/model/imagenet';
+import { summarize, summarizeImageNet } from '../src/model/summary';
 
 before(async () => {
   tf.env().set('PROD', true);
@@ -117,5 +118,43 @@ describe('option A shortcut', () => {
         assert.deepEqual(gv[0][i][j], [kept, kept]);
       }
     tf.dispose([x, g]);
+  });
+});
+
+describe('ImageNet family (Table 1)', () => {
+  it("has torchvision's parameter counts and the paper's multiply-adds", () => {
+    // torchvision.models.resnetXX(): sum(p.numel() for p in model.parameters())
+    const expected: Record<ImageNetArch, { params: number; gmacs: number }> = {
+      resnet18: { params: 11689512, gmacs: 1.8 },
+      resnet34: { params: 21797672, gmacs: 3.6 },
+      resnet50: { params: 25557032, gmacs: 3.8 },
+      resnet101: { params: 44549160, gmacs: 7.6 },
+      resnet152: { params: 60192808, gmacs: 11.3 },
+    };
+    for (const arch of IMAGENET_ARCHS) {
+      const s = summarizeImageNet(arch);
+      assert.equal(s.params, expected[arch].params, arch);
+      // Table 1 rounds (and truncates 3.66 to 3.6, 3.86 to 3.8): within 0.1 G.
+      assert.ok(Math.abs(s.macs / 1e9 - expected[arch].gmacs) < 0.1, `${arch}: ${s.macs}`);
+    }
+  });
+
+  it('has the stem, the stages and the 1000-way classifier of Table 1', () => {
+    const s = summarizeImageNet('resnet50');
+    assert.equal(s.layers[0].op, 'conv7x7/2 + BN');
+    assert.equal(s.layers[0].output, '112x112x64');
+    assert.equal(s.layers[1].output, '56x56x64');
+    assert.equal(s.layers.at(-1)?.output, '1000');
+    // 1 + 3 * (3 + 4 + 6 + 3) = 49 conv layers + fc = 50, plus one projection per stage
+    assert.equal(s.layers.filter((l) => l.op.startsWith('conv') && !l.name.endsWith('/proj')).length, 49);
+    assert.equal(s.layers.filter((l) => l.name.endsWith('/proj')).length, 4);
+    assert.ok(s.layers.some((l) => l.name === 'conv5_3/c' && l.output === '7x7x2048'));
+    // basic blocks: the first stage keeps 64 channels, so only 3 projections
+    assert.equal(summarizeImageNet('resnet18').layers.filter((l) => l.name.endsWith('/proj')).length, 3);
+  });
+
+  it('rejects an unknown architecture', () => {
+    assert.equal(parseArch('ResNet-50'), 'resnet50');
+    assert.throws(() => parseArch('vgg16'), ArchError);
   });
 });

@@ -21,11 +21,14 @@ import {
   runDir,
   type Recipe,
   type RunSettings,
+  SettingsError,
 } from '../experiment/settings';
-import { formatSummary, summarize } from '../model/summary';
+import { IMAGENET_ARCHS, parseArch } from '../model/imagenet';
+import { formatSummary, summarize, summarizeImageNet } from '../model/summary';
 import { compareRuns, formatCompare } from '../report/compare';
 import { plotFig6 } from '../report/plot';
 import { loadRuns } from '../report/runs';
+import { addAnalysisCommands, plotGradients } from './analysis-commands';
 import { createReporter } from './progress';
 import { chooseIndex } from '../cluster/index';
 import { addClusterOptions, clusterAction, type ClusterFlags } from '../cluster/grid-flags';
@@ -151,7 +154,8 @@ export function buildProgram(): Command {
       .option('--warmup <auto|on|off>', 'lr 0.01 until training error < 80% (auto: depth >= 110)', R.warmup)
       .option('--val <n>', 'hold out the last n training images as a validation set (paper: 5000)', String(R.val))
       .option('--eval-every <n>', 'iterations between evaluations, CSV rows and checkpoints', String(R.evalEvery))
-      .option('--seed <n>', 'random seed (init, data order, augmentation)', '1'),
+      .option('--seed <n>', 'random seed (init, data order, augmentation)', '1')
+      .option('--clip-grad-norm <x>', "clip the global gradient norm to x (off by default; not the paper's recipe)"),
   ).action(async (o) => {
     const itersGiven = program.commands.find((c) => c.name() === 'run')?.getOptionValueSource('iterations') === 'cli';
     const recipe: Partial<Recipe> = {
@@ -165,6 +169,7 @@ export function buildProgram(): Command {
     };
     if (itersGiven) recipe.iterations = integer('--iterations', o.iterations, 1);
     if (o.milestones !== undefined) recipe.milestones = parseMilestones(o.milestones);
+    if (o.clipGradNorm !== undefined) recipe.clipGradNorm = positive('--clip-grad-norm', o.clipGradNorm); // issue 11
     const settings: RunSettings = {
       net: checkNet({
         depth: integer('--depth', o.depth, 1),
@@ -227,10 +232,13 @@ export function buildProgram(): Command {
     .description('Fig. 6: error (%) against iterations, training dashed and test bold; writes SVG and PNG')
     .option('--results <dir>', 'results folder', DEFAULT_OUT)
     .option('--out <file>', 'output file (.svg and .png are written; default <results>/fig6)')
-    .action(async (o: { results: string; out?: string }) => {
+    .option('--gradients', "instead: each conv layer's gradient norm against depth (default <results>/gradients)")
+    .action(async (o: { results: string; out?: string; gradients?: boolean }) => {
       if (o.out !== undefined && o.out.trim() === '') throw new Error('--out is empty; give a file name such as fig6');
       const runs = loadRuns(o.results, (m) => process.stderr.write(`warning: ${m}\n`));
-      const written = await plotFig6(runs, o.out ?? path.join(o.results, 'fig6'));
+      const written = o.gradients // issue 11: plot --gradients (src/analysis/gradients-figure.ts)
+        ? await plotGradients(runs, o.out ?? path.join(o.results, 'gradients'))
+        : await plotFig6(runs, o.out ?? path.join(o.results, 'fig6'));
       process.stdout.write(`wrote ${written.svg} and ${written.png}\n`);
     });
 
@@ -245,15 +253,25 @@ export function buildProgram(): Command {
   program
     .command('summary')
     .description('layer table, parameter count and forward multiply-accumulates of a network')
-    .requiredOption('--depth <n>', 'weighted layers, 6n+2')
+    .option('--depth <n>', 'weighted layers of a CIFAR-10 net, 6n+2')
     .option('--plain', 'no shortcuts')
     .option('--shortcut <A|B>', 'shortcut option', 'A')
-    .action((o: { depth: string; plain?: boolean; shortcut: string }) => {
-      const depth = integer('--depth', o.depth, 1);
-      process.stdout.write(
-        formatSummary(summarize({ depth, plain: o.plain === true, shortcut: parseShortcut(o.shortcut) })) + '\n',
-      );
+    .option('--arch <name>', `an ImageNet net of Table 1 instead: ${IMAGENET_ARCHS.join(', ')}`)
+    .action((o: { depth?: string; plain?: boolean; shortcut: string; arch?: string }) => {
+      if ((o.arch === undefined) === (o.depth === undefined))
+        throw new SettingsError('summary needs either --depth (CIFAR-10 net) or --arch (ImageNet net)');
+      const summary =
+        o.arch !== undefined
+          ? summarizeImageNet(parseArch(o.arch))
+          : summarize({
+              depth: integer('--depth', o.depth as string, 1),
+              plain: o.plain === true,
+              shortcut: parseShortcut(o.shortcut),
+            });
+      process.stdout.write(formatSummary(summary) + '\n');
     });
+
+  addAnalysisCommands(program); // responses, lesion, report (src/cli/analysis-commands.ts)
 
   return program;
 }

@@ -21,6 +21,7 @@ const RecipeSchema = z.strictObject({
   warmup: z.enum(['auto', 'on', 'off']),
   val: z.int().min(0),
   evalEvery: z.int().min(1),
+  clipGradNorm: z.number().positive().optional(),
 } satisfies Record<keyof Recipe, z.ZodType>);
 
 const ExperimentSchema = z.strictObject({

@@ -8,9 +8,11 @@
 //   checkpoint.bin  the state after the last row (or at an interrupt), with the identity
 //   summary.json    written when the run is finished
 //   failed.json     the last failure (for `grid --list`), removed when training starts again
+//   gradients.csv   per conv layer gradient norms at each row (src/analysis/gradients-csv.ts)
 //   run.lock        the writer (lock.ts)
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { GRADIENTS_FILE, startGradients } from '../analysis/gradients-csv';
 import { netName } from '../model/resnet';
 import { defaultMilestones } from '../train/schedule';
 import type { LoopState, Row } from '../train/trainer';
@@ -30,6 +32,7 @@ export const RUN_FILES = {
   checkpoint: 'checkpoint.bin',
   summary: 'summary.json',
   failed: 'failed.json',
+  gradients: GRADIENTS_FILE,
 } as const;
 export type RunFile = keyof typeof RUN_FILES;
 
@@ -347,6 +350,7 @@ export class RunFolder {
     writeFileAtomic(this.path('config'), JSON.stringify(config, null, 2) + '\n');
     if (iteration === 0 || !this.has('metrics')) createMetrics(this.path('metrics'));
     else truncateMetrics(this.path('metrics'), iteration);
+    startGradients(this.path('gradients'), iteration); // the same rule as metrics.csv
   }
 
   writeSummary(summary: Summary): void {

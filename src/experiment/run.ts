@@ -6,6 +6,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { GradientFlow } from '../analysis/gradient-flow';
+import { appendGradientRows } from '../analysis/gradients-csv';
 import { evalBatches, TrainBatches } from '../data/batches';
 import { checkShards, DataParallel } from '../distributed/data-parallel';
 import { SOLO, threadsPerRank, type World } from '../distributed/world';
@@ -162,6 +164,7 @@ async function train(
     // Rank 0's weights, statistics, velocities and loop state to every rank.
     if (parallel) state = parallel.broadcastStart(sgd, state);
     progress.iteration = state.iteration;
+    const flow = new GradientFlow(net, s.recipe.clipGradNorm);
 
     const batches = new TrainBatches(train, mean, s.recipe.batch, s.seed);
     // Data-parallel: each rank evaluates its part of a split and the error counts are summed.
@@ -204,9 +207,11 @@ async function train(
         onRow: async (row, st) => {
           // CSV first, then the checkpoint: a kill between the two leaves a row that the
           // resumed run drops (truncateMetrics) and computes again identically.
+          const gradientMeans = flow.take((st.gradients ??= flow.emptyInterval()));
           if (folder) {
             folder.verifyOwner();
             appendMetricsRow(folder.path('metrics'), row);
+            appendGradientRows(folder.path('gradients'), row.iteration, gradientMeans);
           }
           save(st);
           report.row(row);
@@ -219,6 +224,8 @@ async function train(
         onWarmupEnd: (i) =>
           report.log(`warm-up ended at iteration ${i}: training error below 80%, learning rate back to ${s.recipe.lr}`),
         shouldStop,
+        gradients: flow, // issue 11
+        clipGradNorm: s.recipe.clipGradNorm, // issue 11
       });
     } finally {
       report.stop();

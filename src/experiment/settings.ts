@@ -19,6 +19,11 @@ export interface Recipe {
   /** Training images held out (the last ones) as a validation set; 0 = none. */
   val: number;
   evalEvery: number;
+  /**
+   * issue 11: --clip-grad-norm, the largest global gradient norm (not the paper's recipe).
+   * Absent when off, so that the identity of runs made without it is unchanged.
+   */
+  clipGradNorm?: number;
 }
 
 export const PAPER_RECIPE: Recipe = {
@@ -116,6 +121,7 @@ export function completeRecipe(partial: Partial<Recipe>): Recipe {
   positive('--lr', r.lr);
   positive('--momentum', r.momentum, true);
   positive('--weight-decay', r.weightDecay, true);
+  if (r.clipGradNorm !== undefined) positive('--clip-grad-norm', r.clipGradNorm);
   return r;
 }
 

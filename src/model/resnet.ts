@@ -45,7 +45,8 @@ export function netName(cfg: NetConfig): string {
 /** One conv -> BN unit (the ReLU, if any, is decided where it is applied). */
 export interface ConvBn {
   name: string;
-  kernel: 1 | 3;
+  /** 7 only in the ImageNet stem (src/model/imagenet.ts). */
+  kernel: 1 | 3 | 7;
   stride: 1 | 2;
   inChannels: number;
   outChannels: number;
@@ -70,16 +71,21 @@ export interface Architecture {
   classes: number;
 }
 
+/** One conv -> BN unit as data (shared by the CIFAR and ImageNet architectures). */
+export function convBn(
+  name: string,
+  kernel: ConvBn['kernel'],
+  stride: 1 | 2,
+  cin: number,
+  cout: number,
+  size: number,
+): ConvBn {
+  return { name, kernel, stride, inChannels: cin, outChannels: cout, outSize: size };
+}
+
 export function architecture(cfg: NetConfig): Architecture {
   const n = blocksPerStage(cfg.depth);
-  const unit = (name: string, kernel: 1 | 3, stride: 1 | 2, cin: number, cout: number, size: number): ConvBn => ({
-    name,
-    kernel,
-    stride,
-    inChannels: cin,
-    outChannels: cout,
-    outSize: size,
-  });
+  const unit = convBn;
   const stem = unit('stem', 3, 1, 3, 16, 32);
   const blocks: Block[] = [];
   let cin = 16;
@@ -120,6 +126,21 @@ export interface BatchStats {
   variance: tf.Tensor1D;
   /** Values per channel the statistics were taken over (N*H*W). */
   count: number;
+}
+
+/**
+ * Optional instrumentation of an inference-mode forward pass (src/analysis/): read each
+ * unit's response, or delete blocks. Training passes take none, so they stay as fast.
+ */
+export interface ForwardHooks {
+  /** Each unit's BN output before its ReLU or the addition (Fig. 7). */
+  response?: (unit: ConvBn, y: tf.Tensor4D) => void;
+  /**
+   * Names of blocks whose residual branch is deleted (Veit et al.): the block outputs its
+   * shortcut alone (x, or option A's subsampled, zero-padded x; relu(projection) for B).
+   * In a plain net the block outputs its input; callers only delete where shapes allow.
+   */
+  deleted?: ReadonlySet<string>;
 }
 
 /**
@@ -179,7 +200,7 @@ export class CifarNet {
    * Forward pass to logits. In training mode BN uses the batch statistics and reports
    * them in `stats` (for the running averages); in inference mode it uses the running ones.
    */
-  forward(x: tf.Tensor4D, training: boolean, stats?: BatchStats[]): tf.Tensor2D {
+  forward(x: tf.Tensor4D, training: boolean, stats?: BatchStats[], hooks?: ForwardHooks): tf.Tensor2D {
     const p = (name: string) => this.params.get(name) as tf.Tensor;
     const unit = (u: ConvBn, input: tf.Tensor4D, relu: boolean): tf.Tensor4D => {
       const z = conv2d(input, p(u.name + '/w') as tf.Tensor4D, u.stride);
@@ -188,7 +209,10 @@ export class CifarNet {
       if (!training) {
         const mean = this.runningStats.get(u.name + '/running_mean') as tf.Tensor1D;
         const variance = this.runningStats.get(u.name + '/running_var') as tf.Tensor1D;
-        return batchNormInfer(z, gamma, beta, mean, variance, relu);
+        if (!hooks?.response) return batchNormInfer(z, gamma, beta, mean, variance, relu);
+        const y = batchNormInfer(z, gamma, beta, mean, variance, false);
+        hooks.response(u, y);
+        return relu ? tf.relu(y) : y;
       }
       const out = batchNormTrain(z, gamma, beta, relu, undefined, this.bnShards);
       stats?.push({
@@ -202,6 +226,12 @@ export class CifarNet {
 
     let h = unit(this.arch.stem, x, true);
     for (const b of this.arch.blocks) {
+      if (hooks?.deleted?.has(b.name)) {
+        // Option A's shortcut of a (non-negative) ReLU output needs no ReLU; a projection does.
+        if (b.shortcut === 'B') h = tf.relu(this.shortcut(b, h, unit));
+        else if (b.shortcut !== 'none') h = this.shortcut(b, h, unit);
+        continue;
+      }
       const r = unit(b.conv1, h, true);
       if (b.shortcut === 'none') {
         h = unit(b.conv2, r, true);

@@ -54,6 +54,9 @@ export function trainStep(
   labels: Int32Array,
   lr: number,
   sync?: GradientSync,
+  // Gradient norms and --clip-grad-norm (src/analysis/gradient-flow.ts), on the gradients
+  // that will be applied (averaged over ranks first). Returns the same map or new tensors.
+  processGrads?: (grads: Map<string, tf.Tensor>) => Map<string, tf.Tensor>,
 ): StepResult {
   const batch = labels.length;
   const stats: BatchStats[] = [];
@@ -76,16 +79,17 @@ export function trainStep(
   let loss = value.dataSync()[0];
   let errors = countErrors((logits as tf.Tensor2D).dataSync() as Float32Array, labels, net.arch.classes);
   let stop: boolean | undefined;
+  let averaged = byName;
   if (sync) {
     // [loss x images, errors, stop, images] summed over ranks with the gradients.
     const totals = Float64Array.of(loss * batch, errors, sync.stopRequested ? 1 : 0, batch);
-    const averaged = sync.reduce(byName, totals);
-    sgd.step(averaged, lr);
-    tf.dispose([...averaged.values()]);
+    averaged = sync.reduce(byName, totals);
     [loss, errors, stop] = [totals[0] / totals[3], totals[1], totals[2] > 0];
-  } else {
-    sgd.step(byName, lr);
   }
+  const update = processGrads ? processGrads(averaged) : averaged;
+  sgd.step(update, lr);
+  if (update !== averaged) tf.dispose([...update.values()]);
+  if (averaged !== byName) tf.dispose([...averaged.values()]);
 
   updateRunningStats(net, stats);
 

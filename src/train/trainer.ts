@@ -1,6 +1,8 @@
 // The training loop: steps, learning-rate schedule, warm-up, periodic evaluation.
 // It knows nothing of files: the caller (src/experiment/run.ts) turns each evaluation into
 // a CSV row and a checkpoint, and decides when to stop.
+import type { GradientFlow, GradientInterval } from '../analysis/gradient-flow';
+import type { Tensor } from '@tensorflow/tfjs-core';
 import type { CifarNet } from '../model/resnet';
 import { initialWarmup, learningRate, recordWarmup, type ScheduleConfig, type WarmupState } from './schedule';
 import type { Sgd } from './sgd';
@@ -11,10 +13,15 @@ export class NonFiniteLossError extends Error {
   constructor(
     readonly iteration: number,
     loss: number,
+    clipGradNorm?: number,
   ) {
     super(
       `training loss is ${loss} at iteration ${iteration} (exploding gradients?); ` +
-        'stopped and kept the last good checkpoint: try a lower --lr or --warmup on',
+        'stopped and kept the last good checkpoint: try a lower --lr or --warmup on' +
+        // issue 11: gradient clipping
+        (clipGradNorm === undefined
+          ? ", or clip gradients with --clip-grad-norm (e.g. 1; not the paper's recipe)"
+          : `, or a lower --clip-grad-norm than ${clipGradNorm}`),
     );
   }
 }
@@ -28,6 +35,8 @@ export interface LoopState {
   interval: { lossSum: number; errorSum: number; images: number; batches: number; trainSeconds: number };
   /** Wall-clock seconds spent on this run, over all its resumptions. */
   elapsedS: number;
+  /** issue 11: gradient norms since the last row (src/analysis/gradient-flow.ts). */
+  gradients?: GradientInterval;
 }
 
 export function initialLoopState(schedule: ScheduleConfig): LoopState {
@@ -81,6 +90,10 @@ export interface LoopOptions {
     shard(b: { x: Float32Array; labels: Int32Array }): { x: Float32Array; labels: Int32Array };
     reduce: GradientSync['reduce'];
   };
+  /** Records gradient norms in state.gradients and clips (src/analysis/gradient-flow.ts). */
+  gradients?: GradientFlow;
+  /** --clip-grad-norm, for the NaN message. */
+  clipGradNorm?: number;
 }
 
 /** Runs until `iterations` steps are done ('finished') or shouldStop() says so ('stopped'). */
@@ -106,18 +119,25 @@ export async function trainLoop(o: LoopOptions): Promise<'finished' | 'stopped'>
     // Counted over the global batch: the step's loss and errors are reduced over ranks.
     const labels = global.labels;
     const t0 = performance.now();
+    const flow = o.gradients;
+    const processGrads = flow && ((g: Map<string, Tensor>) => flow.process(g, (s.gradients ??= flow.emptyInterval())));
     const p = o.parallel;
     const { loss, errors, stop } = p
       ? (() => {
           const mine = p.shard(global);
-          return trainStep(o.net, o.sgd, mine.x, mine.labels, lr, {
-            reduce: (g, t) => p.reduce(g, t),
-            stopRequested: o.shouldStop(),
-          });
+          return trainStep(
+            o.net,
+            o.sgd,
+            mine.x,
+            mine.labels,
+            lr,
+            { reduce: (g, t) => p.reduce(g, t), stopRequested: o.shouldStop() },
+            processGrads,
+          );
         })()
-      : trainStep(o.net, o.sgd, global.x, labels, lr);
+      : trainStep(o.net, o.sgd, global.x, labels, lr, undefined, processGrads);
     const seconds = (performance.now() - t0) / 1000;
-    if (!Number.isFinite(loss)) throw new NonFiniteLossError(s.iteration + 1, loss);
+    if (!Number.isFinite(loss)) throw new NonFiniteLossError(s.iteration + 1, loss, o.clipGradNorm);
 
     const error = (100 * errors) / labels.length;
     s.iteration++;

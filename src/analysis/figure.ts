@@ -1,0 +1,50 @@
+// Renders the analyses' vega-lite figures to SVG and PNG, the way `plot` renders Fig. 6
+// (src/report/plot.ts): vega draws the SVG, resvg rasterizes it at 2x. Kept apart from
+// plot.ts, which another change is reworking; the report embeds the same specs live.
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { TopLevelSpec } from 'vega-lite';
+
+let fontCache: string | undefined;
+
+/** A sans-serif family that fontconfig has, for resvg (which has no default of its own). */
+function pickFont(): string {
+  if (fontCache) return fontCache;
+  const wanted = ['DejaVu Sans', 'Liberation Sans', 'Noto Sans', 'Arial', 'Helvetica'];
+  let installed = '';
+  try {
+    installed = execFileSync('fc-list', [':', 'family'], { encoding: 'utf8', timeout: 5000 });
+  } catch {
+    // No fontconfig: keep the first choice; resvg also looks in the usual font folders.
+  }
+  const families = new Set(installed.split(/[\n,]/).map((f) => f.trim()));
+  fontCache = wanted.find((f) => families.has(f)) ?? wanted[0];
+  return fontCache;
+}
+
+/** Writes `<outFile without extension>.svg` and `.png`; returns their paths. */
+export async function renderFigure(spec: TopLevelSpec, outFile: string): Promise<{ svg: string; png: string }> {
+  // Loaded here: vega is large and only the figure commands need it.
+  const vega = await import('vega');
+  const vl = await import('vega-lite');
+  const { Resvg } = await import('@resvg/resvg-js');
+  const view = new vega.View(vega.parse(vl.compile(spec).spec), { renderer: 'none' });
+  const svgText = await view.toSVG();
+  view.finalize();
+  const font = pickFont();
+  const png = new Resvg(svgText, {
+    fitTo: { mode: 'zoom', value: 2 },
+    background: 'white',
+    font: { loadSystemFonts: true, defaultFontFamily: font, sansSerifFamily: font },
+  })
+    .render()
+    .asPng();
+  const parsed = path.parse(path.resolve(outFile));
+  const base = path.join(parsed.dir, parsed.ext ? parsed.name : parsed.base);
+  fs.mkdirSync(parsed.dir, { recursive: true });
+  const out = { svg: `${base}.svg`, png: `${base}.png` };
+  fs.writeFileSync(out.svg, svgText);
+  fs.writeFileSync(out.png, png);
+  return out;
+}
