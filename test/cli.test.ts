@@ -170,7 +170,7 @@ describe('a run, killed and resumed', { skip }, () => {
     const other = path.join(work, 'other-seed');
     assert.equal(cli(runArgs(other, ['--seed', '2'])).status, 0);
     assert.notDeepEqual(
-      metricsWithoutTiming(path.join(other, 'resnet-8-s2', 'metrics.csv')),
+      metricsWithoutTiming(path.join(other, 'resnet-8-s2-it12', 'metrics.csv')),
       metricsWithoutTiming(path.join(dir(straight), 'metrics.csv')),
     );
   });

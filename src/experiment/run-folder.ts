@@ -170,7 +170,13 @@ function readJson(file: string, todo: string): unknown {
 
 function isSummary(v: unknown): v is Summary {
   const s = v as Summary;
-  return typeof s === 'object' && s !== null && s.finished === true && Number.isInteger(s.iterations);
+  return (
+    typeof s === 'object' &&
+    s !== null &&
+    s.finished === true &&
+    Number.isInteger(s.iterations) &&
+    typeof s.final_test_error === 'number'
+  );
 }
 
 /** Evaluation iterations of a run up to `upTo`: every evalEvery, and the last iteration. */
@@ -282,7 +288,7 @@ export class RunFolder {
     if (summary !== undefined) {
       if (!isSummary(summary))
         throw new FolderError(
-          `${this.path('summary')} is not a run summary (no "finished": true); delete it, ${fresh}`,
+          `${this.path('summary')} is not a run summary (needs "finished": true, iterations, final_test_error); delete it, ${fresh}`,
         );
       return { kind: 'finished', summary };
     }

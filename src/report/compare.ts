@@ -74,7 +74,7 @@ export function compareRuns(all: RunRecord[]): CompareReport {
   // (recipeKey); a seed found twice counts once. Different recipes are different rows.
   const dedupeNotes: string[] = [];
   const runs = dedupeSeeds(all, (m) => dedupeNotes.push(m));
-  const groups = groupBy(runs, (r) => `${r.variant}|${r.shortcut}|${r.depth}|${r.recipeKey}`);
+  const groups = groupBy(runs, (r) => `${r.variant}|${r.shortcut}|${r.plannedIterations}|${r.depth}|${r.recipeKey}`);
   const rows = [...groups.values()]
     .map(toRow)
     .sort(
@@ -85,7 +85,7 @@ export function compareRuns(all: RunRecord[]): CompareReport {
         a.depth - b.depth,
     );
 
-  const verdictGroups = groupBy(rows, (r) => `${r.variant}|${r.shortcut}|${r.recipeKey}`); // [issue 9]
+  const verdictGroups = groupBy(rows, (r) => `${r.variant}|${r.shortcut}|${r.plannedIterations}|${r.recipeKey}`); // [issue 9]
   const verdicts = [...verdictGroups.values()].map(toVerdict);
 
   const notes = [

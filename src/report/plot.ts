@@ -111,9 +111,17 @@ function pickSeries(runs: RunRecord[], warn: (msg: string) => void): Series[] {
   for (const [key, group] of byDepth) {
     const best = [...group].sort(
       (a, b) =>
-        (a.shortcut === 'A' ? 0 : 1) - (b.shortcut === 'A' ? 0 : 1) || b.plannedIterations - a.plannedIterations,
+        (a.shortcut === 'A' ? 0 : 1) - (b.shortcut === 'A' ? 0 : 1) ||
+        b.plannedIterations - a.plannedIterations ||
+        (a.recipeTag === '' ? 0 : 1) - (b.recipeTag === '' ? 0 : 1), // [issue 9] the paper's recipe first
     )[0];
-    const chosen = group.filter((r) => r.shortcut === best.shortcut && r.plannedIterations === best.plannedIterations);
+    // [issue 9] one configuration per curve: the same recipe/precision/data (recipeKey) too.
+    const chosen = group.filter(
+      (r) =>
+        r.recipeKey === best.recipeKey &&
+        r.shortcut === best.shortcut &&
+        r.plannedIterations === best.plannedIterations,
+    );
     if (chosen.length < group.length) {
       warn(
         `plot: ${key}: drawing the ${best.plannedIterations}-iteration option-${best.shortcut} ` +
