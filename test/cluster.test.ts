@@ -144,6 +144,11 @@ describe('grid --list and --index', () => {
     );
     oneLineError(cli(['grid', expFile, '--index', 'one', ...common(fresh)]), /--index must be a whole number/);
     oneLineError(cli(['grid', expFile, '--json', ...common(fresh)]), /--json only goes with --list/);
+    oneLineError(cli(['grid', expFile, '--emit', 'slurm', '--time', '2h', ...common(fresh)]), /--time must be/);
+    oneLineError(cli(['grid', expFile, '--emit', 'k8s', '--mem', '4000M', ...common(fresh)]), /--mem is whole GiB/);
+    const pbs = cli(['grid', expFile, '--emit', 'pbs', ...common(fresh)]);
+    assert.equal(pbs.status, 1);
+    assert.match(pbs.stderr, /--emit.*'pbs' is invalid.*slurm, k8s/); // commander's, plus its --help hint
     assert.ok(!fs.existsSync(fresh), 'nothing written');
   });
 });
