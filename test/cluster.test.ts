@@ -7,6 +7,9 @@ import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { parseAllDocuments } from 'yaml';
 import { chooseIndex } from '../src/cluster/index';
+import { compareRuns } from '../src/report/compare';
+import { buildFig6Spec } from '../src/report/plot';
+import { loadRuns } from '../src/report/runs';
 import { memoryGiB, stopSeconds } from '../src/cluster/resources';
 import { cli, ROOT, tempDir, writeSyntheticCifar } from './helpers';
 
@@ -116,12 +119,14 @@ describe('grid --list and --index', () => {
   });
 
   it('shows a run in progress at its last row, and a failed one with its error', () => {
-    // As the trainer leaves them: a run stopped after its first row; a run whose
-    // folder holds failed.json (written by the run folder code when a run fails).
+    // As the trainer leaves them: a run killed after its first row (a finished run without
+    // its summary and last row); a run whose folder holds failed.json (written by the run
+    // folder code when a run fails).
+    const made = cli(['grid', expFile, '--index', '3', ...common(out)], { env: noScheduler() });
+    assert.equal(made.status, 0, made.stderr);
     const partial = path.join(out, 'four', 'resnet-14-s1');
-    fs.mkdirSync(partial, { recursive: true });
-    fs.copyFileSync(path.join(out, 'four', 'resnet-8-s1', 'config.json'), path.join(partial, 'config.json'));
-    const csv = fs.readFileSync(path.join(out, 'four', 'resnet-8-s1', 'metrics.csv'), 'utf8').split('\n');
+    fs.rmSync(path.join(partial, 'summary.json'));
+    const csv = fs.readFileSync(path.join(partial, 'metrics.csv'), 'utf8').split('\n');
     fs.writeFileSync(path.join(partial, 'metrics.csv'), csv.slice(0, 2).join('\n') + '\n');
     const failed = path.join(out, 'four', 'plain-8-s1');
     fs.mkdirSync(failed, { recursive: true });
@@ -133,6 +138,15 @@ describe('grid --list and --index', () => {
     const table = cli(['grid', expFile, '--list', ...common(out)]).stdout;
     assert.match(table, /resnet-14-s1\s+at iteration 3\/6/);
     assert.match(table, /plain-8-s1\s+failed at iteration 3: loss is NaN at 4/);
+  });
+
+  it('compare and plot read the shared folder meanwhile, marking the unfinished run', () => {
+    const runs = loadRuns(out, () => {});
+    const row = compareRuns(runs).rows.find((r) => r.depth === 14)!;
+    assert.deepEqual([row.finishedSeeds, row.iterationsDone, row.plannedIterations], [0, 3, 6]);
+    const spec = JSON.stringify(buildFig6Spec(runs));
+    assert.match(spec, /"ResNet-14 \(running: 3\/6\)"/);
+    assert.match(spec, /"ResNet-8"/, 'finished series are not marked');
   });
 
   it('an index out of range, or a bad one, is one line and exit 1, before any training', () => {

@@ -2,15 +2,15 @@
 // emitters' options. src/cli/main.ts declares the command and calls in here.
 import { Command, Option } from 'commander';
 import * as fs from 'node:fs';
-import type { Experiment } from '../experiment/grid';
 import * as path from 'node:path';
 import { TEST_FILE } from '../data/cifar10';
+import type { Experiment } from '../experiment/grid';
+import { packageVersion } from '../experiment/run';
 import { integer, SettingsError, type RunSettings } from '../experiment/settings';
 import { k8sManifest } from './k8s';
 import { formatList, listRuns } from './list';
 import { planTasks } from './plan';
 import { slurmScript } from './slurm';
-import { packageVersion } from '../experiment/run';
 
 export interface ClusterFlags {
   list?: boolean;
