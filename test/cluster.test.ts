@@ -7,6 +7,9 @@ import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { parseAllDocuments } from 'yaml';
 import { chooseIndex } from '../src/cluster/index';
+import { compareRuns } from '../src/report/compare';
+import { buildFig6Spec } from '../src/report/plot';
+import { loadRuns } from '../src/report/runs';
 import { memoryGiB, stopSeconds } from '../src/cluster/resources';
 import { cli, ROOT, tempDir, writeSyntheticCifar } from './helpers';
 
@@ -116,12 +119,15 @@ describe('grid --list and --index', () => {
   });
 
   it('shows a run in progress at its last row, and a failed one with its error', () => {
-    // As the trainer leaves them: a run stopped after its first row; a run whose
+    // As the trainer leaves them: a run killed after its first row, before its first
+    // checkpoint (a finished run without its summary, checkpoint and last row); a run whose
     // folder holds failed.json (written by the run folder code when a run fails).
+    const made = cli(['grid', expFile, '--index', '3', ...common(out)], { env: noScheduler() });
+    assert.equal(made.status, 0, made.stderr);
     const partial = path.join(out, 'four', 'resnet-14-s1-it6');
-    fs.mkdirSync(partial, { recursive: true });
-    fs.copyFileSync(path.join(out, 'four', 'resnet-8-s1-it6', 'config.json'), path.join(partial, 'config.json'));
-    const csv = fs.readFileSync(path.join(out, 'four', 'resnet-8-s1-it6', 'metrics.csv'), 'utf8').split('\n');
+    fs.rmSync(path.join(partial, 'summary.json'));
+    fs.rmSync(path.join(partial, 'checkpoint.bin'));
+    const csv = fs.readFileSync(path.join(partial, 'metrics.csv'), 'utf8').split('\n');
     fs.writeFileSync(path.join(partial, 'metrics.csv'), csv.slice(0, 2).join('\n') + '\n');
     const failed = path.join(out, 'four', 'plain-8-s1-it6');
     fs.mkdirSync(failed, { recursive: true });
@@ -135,6 +141,15 @@ describe('grid --list and --index', () => {
     assert.match(table, /plain-8-s1-it6\s+failed at iteration 3: loss is NaN at 4/);
   });
 
+  it('compare and plot read the shared folder meanwhile, marking the unfinished run', () => {
+    const runs = loadRuns(out, () => {});
+    const row = compareRuns(runs).rows.find((r) => r.depth === 14)!;
+    assert.deepEqual([row.finishedSeeds, row.iterationsDone, row.plannedIterations], [0, 3, 6]);
+    const spec = JSON.stringify(buildFig6Spec(runs));
+    assert.match(spec, /"ResNet-14 \(running: 3\/6\)"/);
+    assert.match(spec, /"ResNet-8"/, 'finished series are not marked');
+  });
+
   it('an index out of range, or a bad one, is one line and exit 1, before any training', () => {
     const fresh = path.join(work, 'untouched');
     oneLineError(cli(['grid', expFile, '--index', '4', ...common(fresh)], { env: noScheduler() }), /--index is 4.*0-3/);
@@ -144,6 +159,11 @@ describe('grid --list and --index', () => {
     );
     oneLineError(cli(['grid', expFile, '--index', 'one', ...common(fresh)]), /--index must be a whole number/);
     oneLineError(cli(['grid', expFile, '--json', ...common(fresh)]), /--json only goes with --list/);
+    oneLineError(cli(['grid', expFile, '--emit', 'slurm', '--time', '2h', ...common(fresh)]), /--time must be/);
+    oneLineError(cli(['grid', expFile, '--emit', 'k8s', '--mem', '4000M', ...common(fresh)]), /--mem is whole GiB/);
+    const pbs = cli(['grid', expFile, '--emit', 'pbs', ...common(fresh)]);
+    assert.equal(pbs.status, 1);
+    assert.match(pbs.stderr, /--emit.*'pbs' is invalid.*slurm, k8s/); // commander's, plus its --help hint
     assert.ok(!fs.existsSync(fresh), 'nothing written');
   });
 });

@@ -28,6 +28,8 @@ const NAMES = ['plain-8-s1-it120', 'resnet-8-s1-it120', 'resnet-8-s2-it120'];
 let env: NodeJS.ProcessEnv = process.env;
 let broughtUp = false;
 let job = '';
+/** Why the local Slurm could not be brought up (e.g. not root), if it could not. */
+let unavailable: string | undefined;
 
 function sh(cmd: string, args: string[], check = true): string {
   const r = spawnSync(cmd, args, { env, encoding: 'utf8', timeout: 60_000 });
@@ -85,7 +87,11 @@ describe('grid on a local Slurm', { skip: installed ? false : missing, timeout: 
     env = { ...process.env, SLURM_CONF: process.env.SLURM_CONF ?? conf };
     broughtUp = spawnSync('scontrol', ['ping'], { env }).status !== 0;
     const up = spawnSync('bash', [SCRIPT, 'up'], { encoding: 'utf8', timeout: 60_000 });
-    assert.equal(up.status, 0, up.stderr);
+    if (up.status !== 0) {
+      unavailable = `scripts/slurm-local.sh up failed: ${up.stderr.trim().split('\n').pop()}`;
+      if (process.env.CI) throw new Error(unavailable);
+      return;
+    }
     env.SLURM_CONF = /export SLURM_CONF=(\S+)/.exec(up.stdout)![1];
     writeSyntheticCifar(data, RECORDS);
     fs.writeFileSync(expFile, JSON.stringify({ description: 'tiny', recipe: RECIPE, runs: RUNS }));
@@ -95,7 +101,8 @@ describe('grid on a local Slurm', { skip: installed ? false : missing, timeout: 
     if (broughtUp) spawnSync('bash', [SCRIPT, 'down'], { timeout: 60_000 });
   });
 
-  it('runs every task to the same metrics as `resnet-exp run`, two of them requeued midway', async () => {
+  it('runs every task to the same metrics as `resnet-exp run`, two of them requeued midway', async (t) => {
+    if (unavailable) return t.skip(unavailable);
     const emitted = cli([
       'grid',
       expFile,

@@ -2,13 +2,15 @@
 // emitters' options. src/cli/main.ts declares the command and calls in here.
 import { Command, Option } from 'commander';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { TEST_FILE } from '../data/cifar10';
 import type { Experiment } from '../experiment/grid';
+import { packageVersion } from '../experiment/run';
 import { integer, SettingsError, type RunSettings } from '../experiment/settings';
 import { k8sManifest } from './k8s';
 import { formatList, listRuns } from './list';
 import { planTasks } from './plan';
 import { slurmScript } from './slurm';
-import { packageVersion } from '../experiment/run';
 
 export interface ClusterFlags {
   list?: boolean;
@@ -51,6 +53,13 @@ export function addClusterOptions(cmd: Command): Command {
     .option('--backoff-limit-per-index <n>', 'k8s: failed pods allowed per run', '2');
 }
 
+/** Slurm's time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S (sbatch(1)). */
+function checkSlurmTime(t: string): void {
+  if (!/^(\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2})$/.test(t)) {
+    throw new SettingsError(`--time must be a Slurm time limit (minutes, H:MM:SS or D-HH:MM:SS), got '${t}'`);
+  }
+}
+
 type Base = Pick<RunSettings, 'dataDir' | 'out' | 'engine' | 'precision' | 'recordsPerFile'>;
 
 /** Handles --emit and --list; returns false when the grid should train instead. */
@@ -58,8 +67,13 @@ export function clusterAction(exp: Experiment, given: string, base: Base, o: Clu
   if (o.emit && o.list) throw new SettingsError('--emit and --list do not go together; pick one');
   if (o.json && !o.list) throw new SettingsError('--json only goes with --list');
   if (o.emit) {
+    if (o.emit === 'slurm') checkSlurmTime(o.time);
     const plan = planTasks(exp, given, base, o);
     const parallel = o.parallel === undefined ? undefined : integer('--parallel', o.parallel, 1);
+    // The data may well live only on the cluster's file system: say so, do not refuse.
+    if (o.emit === 'slurm' && !fs.existsSync(path.join(plan.dataDir, TEST_FILE))) {
+      process.stderr.write(`warning: no CIFAR-10 files in ${plan.dataDir} here; the tasks will need them there\n`);
+    }
     if (o.emit === 'slurm') {
       // Slurm fails a task at once when its log folder is missing (CLUSTER.md).
       fs.mkdirSync(plan.logDir, { recursive: true });

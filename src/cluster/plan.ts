@@ -43,6 +43,13 @@ export function dnsLabel(name: string): string {
   return s.slice(0, 63).replace(/-+$/, '') || 'resnet-exp';
 }
 
+/** --mem in GiB: '4', '4G' or '4GiB'. */
+function parseGiB(value: string): number {
+  const n = /^(\d+)\s*(G|GB|Gi|GiB)?$/i.exec(value.trim());
+  if (!n || Number(n[1]) < 1) throw new SettingsError(`--mem is whole GiB (e.g. 4 or 4G), got '${value}'`);
+  return Number(n[1]);
+}
+
 export function planTasks(
   exp: Experiment,
   given: string,
@@ -51,7 +58,7 @@ export function planTasks(
 ): TaskPlan {
   const isFile = fs.existsSync(given);
   const deepest = Math.max(...exp.runs.map((r) => r.net.depth));
-  const memory = f.mem === undefined ? memoryGiB(deepest) : integer('--mem (GiB)', f.mem.replace(/G(i|B)?$/i, ''), 1);
+  const memory = f.mem === undefined ? memoryGiB(deepest) : parseGiB(f.mem);
   const jobName = dnsLabel(f.jobName ?? `resnet-exp-${exp.name}`);
   if (f.jobName !== undefined && jobName !== f.jobName)
     throw new SettingsError(`--job-name must be lowercase letters, digits and '-', e.g. ${jobName}`);
