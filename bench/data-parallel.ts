@@ -39,7 +39,9 @@ async function main(): Promise<void> {
       tensorsAfterWarmup = tf.memory().numTensors;
     }
     const t0 = performance.now();
-    trainStep(net, sgd, mine.x, mine.labels, 0.1, { reduce: (g, t) => dp.reduce(g, t), stopRequested: false });
+    trainStep(net, sgd, mine.x, mine.labels, 0.1, {
+      sync: { reduce: (g, t) => dp.reduce(g, t), stopRequested: false },
+    });
     if (i >= warmup) times.push((performance.now() - t0) / 1000);
   }
 

@@ -23,8 +23,8 @@ const runArgs = (out: string, extra: string[] = []) => [
   ...['--data-dir', data, '--records-per-file', String(RECORDS), '--out', out],
   ...extra,
 ];
-const resnet = path.join(results, 'resnet-8-s1');
-const plain = path.join(results, 'plain-8-s1');
+const resnet = path.join(results, 'resnet-8-s1-it12');
+const plain = path.join(results, 'plain-8-s1-it12');
 
 before(() => writeSyntheticCifar(data, RECORDS));
 
@@ -68,7 +68,7 @@ describe('analysis commands on tiny runs', { skip }, () => {
     assert.equal(resumed.status, 0, resumed.stderr);
     assert.match(resumed.stderr, /resuming/);
     assert.equal(
-      fs.readFileSync(path.join(out, 'resnet-8-s1', 'gradients.csv'), 'utf8'),
+      fs.readFileSync(path.join(out, 'resnet-8-s1-it12', 'gradients.csv'), 'utf8'),
       fs.readFileSync(path.join(resnet, 'gradients.csv'), 'utf8'),
     );
   });
@@ -77,7 +77,7 @@ describe('analysis commands on tiny runs', { skip }, () => {
     const out = path.join(work, 'clipped');
     const r = cli(runArgs(out, ['--clip-grad-norm', '0.5', '--iterations', '3']));
     assert.equal(r.status, 0, r.stderr);
-    const config = JSON.parse(fs.readFileSync(path.join(out, 'resnet-8-s1', 'config.json'), 'utf8'));
+    const config = JSON.parse(fs.readFileSync(path.join(out, 'resnet-8-s1-it3', 'config.json'), 'utf8'));
     assert.equal(config.recipe.clipGradNorm, 0.5);
     const unclipped = cli(runArgs(out, ['--iterations', '3']));
     assert.equal(unclipped.status, 1);

@@ -262,7 +262,7 @@ describe('gradient flow and clipping', () => {
       const { x, labels } = batch(4, step + 1);
       const own = ownGradients(twin, x, labels);
       flow.layers.forEach((l, i) => (expected[i] += l2(own.get(`${l}/w`) as Float32Array) / 2));
-      trainStep(net, sgd, x, labels, 0.1, (g) => flow.process(g, interval));
+      trainStep(net, sgd, x, labels, 0.1, { processGrads: (g) => flow.process(g, interval) });
       trainStep(twin, twinSgd, x, labels, 0.1);
     }
     const means = flow.take(interval);

@@ -47,17 +47,25 @@ export function countErrors(
   return errors;
 }
 
+export interface StepOptions {
+  /** Data-parallel: averages the gradients (and sums the step's figures) over the ranks. */
+  sync?: GradientSync;
+  /**
+   * Gradient norms and --clip-grad-norm (src/analysis/gradient-flow.ts), on the gradients
+   * that will be applied (averaged over ranks first). Returns the same map or new tensors.
+   */
+  processGrads?: (grads: Map<string, tf.Tensor>) => Map<string, tf.Tensor>;
+}
+
 export function trainStep(
   net: CifarNet,
   sgd: Sgd,
   x: Float32Array,
   labels: Int32Array,
   lr: number,
-  sync?: GradientSync,
-  // Gradient norms and --clip-grad-norm (src/analysis/gradient-flow.ts), on the gradients
-  // that will be applied (averaged over ranks first). Returns the same map or new tensors.
-  processGrads?: (grads: Map<string, tf.Tensor>) => Map<string, tf.Tensor>,
+  o: StepOptions = {},
 ): StepResult {
+  const { sync, processGrads } = o;
   const batch = labels.length;
   const stats: BatchStats[] = [];
   let logits: tf.Tensor2D | undefined;

@@ -122,20 +122,11 @@ export async function trainLoop(o: LoopOptions): Promise<'finished' | 'stopped'>
     const flow = o.gradients;
     const processGrads = flow && ((g: Map<string, Tensor>) => flow.process(g, (s.gradients ??= flow.emptyInterval())));
     const p = o.parallel;
-    const { loss, errors, stop } = p
-      ? (() => {
-          const mine = p.shard(global);
-          return trainStep(
-            o.net,
-            o.sgd,
-            mine.x,
-            mine.labels,
-            lr,
-            { reduce: (g, t) => p.reduce(g, t), stopRequested: o.shouldStop() },
-            processGrads,
-          );
-        })()
-      : trainStep(o.net, o.sgd, global.x, labels, lr, undefined, processGrads);
+    // Data-parallel: this rank's slice of the global batch; the stop request travels with
+    // the gradients so that every rank stops after the same step.
+    const mine = p ? p.shard(global) : global;
+    const sync = p && { reduce: p.reduce.bind(p), stopRequested: o.shouldStop() };
+    const { loss, errors, stop } = trainStep(o.net, o.sgd, mine.x, mine.labels, lr, { sync, processGrads });
     const seconds = (performance.now() - t0) / 1000;
     if (!Number.isFinite(loss)) throw new NonFiniteLossError(s.iteration + 1, loss, o.clipGradNorm);
 
