@@ -230,9 +230,10 @@ describe('a run, killed and resumed', { skip }, () => {
     const out = path.join(work, 'val');
     const r = cli(runArgs(out, ['--val', '32', '--iterations', '3']));
     assert.equal(r.status, 0, r.stderr);
-    const rows = readCsv(path.join(dir(out), 'metrics.csv'));
+    const runDir = path.join(out, 'resnet-8-s1-it3'); // --iterations 3: the schedule is in the name
+    const rows = readCsv(path.join(runDir, 'metrics.csv'));
     assert.ok(Number.isFinite(Number(rows[1][6])) && rows[1][6] !== '');
-    assert.equal(JSON.parse(fs.readFileSync(path.join(dir(out), 'config.json'), 'utf8')).data.train, 5 * RECORDS - 32);
+    assert.equal(JSON.parse(fs.readFileSync(path.join(runDir, 'config.json'), 'utf8')).data.train, 5 * RECORDS - 32);
   });
 
   it('compare and plot work on the results', () => {
