@@ -18,6 +18,7 @@ import { Sgd } from '../train/sgd';
 import { evaluate } from '../train/step';
 import { initialLoopState, trainLoop, type LoopState, type Row } from '../train/trainer';
 import { CheckpointError, readCheckpoint, writeCheckpoint, type TensorEntry } from './checkpoint';
+import { evalProgress } from './eval-progress';
 import { lockRun, writeFileAtomic } from './files';
 import { appendMetricsRow, createMetrics, truncateMetrics } from './metrics-csv';
 import { runDir, runName, SettingsError, warmupEnabled, type RunSettings } from './settings';
@@ -34,6 +35,8 @@ export interface RunReporter {
   step(state: LoopState, info: { loss: number; error: number; lr: number; imagesPerS: number }): void;
   row(row: Row): void;
   stop(): void;
+  /** Images evaluated so far out of `total`, during an evaluation (0 when it starts). */
+  evaluating?(done: number, total: number): void;
 }
 
 export interface RunOutcome {
@@ -186,10 +189,13 @@ async function runLocked(
     else truncateMetrics(files.metrics, state.iteration);
 
     const batches = new TrainBatches(train, mean, s.recipe.batch, s.seed);
-    const evalFn = () => ({
-      test: evaluate(net, evalBatches(data.test, mean, EVAL_BATCH)),
-      val: val ? evaluate(net, evalBatches(val, mean, EVAL_BATCH)) : null,
-    });
+    const evalFn = () => {
+      const seen = evalProgress(report, data.test.count + (val?.count ?? 0));
+      return {
+        test: evaluate(net, seen(evalBatches(data.test, mean, EVAL_BATCH))),
+        val: val ? evaluate(net, seen(evalBatches(val, mean, EVAL_BATCH))) : null,
+      };
+    };
     const save = (st: LoopState) => writeCheckpoint(files.checkpoint, { version: 1, state: st }, snapshot(net, sgd));
 
     report.start(config.name, s.recipe.iterations, state.iteration);
