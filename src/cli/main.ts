@@ -28,21 +28,37 @@ import { createReporter } from './progress';
 
 const DEFAULT_OUT = './results';
 
-/** SIGINT/SIGTERM: finish the current step, checkpoint, exit. A second signal exits at once. */
-function stopOnSignals(): { requested: () => NodeJS.Signals | undefined } {
+const SIGNAL_EXIT: Partial<Record<NodeJS.Signals, number>> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 };
+
+/**
+ * SIGINT/SIGTERM/SIGHUP: finish the current step, checkpoint, exit. A second signal exits
+ * at once. SIGHUP is what a closed terminal (or a dropped ssh session) sends: the run keeps
+ * going to its checkpoint, and writes to the vanished terminal are ignored rather than
+ * crashing it. `say` prints through the progress reporter so the bar does not overwrite it.
+ */
+function stopOnSignals(say: (line: string) => void): { requested: () => NodeJS.Signals | undefined } {
   let signal: NodeJS.Signals | undefined;
   const handler = (s: NodeJS.Signals) => {
-    if (signal) process.exit(s === 'SIGINT' ? 130 : 143);
+    if (signal) process.exit(SIGNAL_EXIT[s] ?? 1);
     signal = s;
-    process.stderr.write(`\n${s}: saving a checkpoint after this step (send again to quit at once)\n`);
+    if (s === 'SIGHUP') {
+      for (const out of [process.stdout, process.stderr]) out.on('error', () => undefined);
+    }
+    say(`${s}: saving a checkpoint after this step (send again to quit at once)`);
   };
-  process.on('SIGINT', handler);
-  process.on('SIGTERM', handler);
+  for (const s of Object.keys(SIGNAL_EXIT)) process.on(s, handler);
   return { requested: () => signal };
 }
 
-function exitCodeFor(signal: NodeJS.Signals | undefined): number {
-  return signal === 'SIGTERM' ? 143 : 130;
+/** After the checkpoint of a run stopped by `signal`: the exit code, or death by SIGHUP. */
+function exitStopped(signal: NodeJS.Signals | undefined): void {
+  if (signal === 'SIGHUP') {
+    // Node aborts at exit (an assertion in ResetStdio) when it cannot restore the settings
+    // of a terminal that hung up; dying of the signal itself skips that teardown.
+    process.removeAllListeners('SIGHUP');
+    process.kill(process.pid, 'SIGHUP');
+  }
+  process.exitCode = (signal && SIGNAL_EXIT[signal]) ?? 130;
 }
 
 interface CommonRunFlags {
@@ -144,9 +160,10 @@ export function buildProgram(): Command {
       recipe: completeRecipe(recipe),
       ...common(o),
     };
-    const stop = stopOnSignals();
-    const outcome = await runExperiment(settings, createReporter(), () => stop.requested() !== undefined);
-    if (outcome.status === 'stopped') process.exitCode = exitCodeFor(stop.requested());
+    const reporter = createReporter();
+    const stop = stopOnSignals((line) => reporter.log(line));
+    const outcome = await runExperiment(settings, reporter, () => stop.requested() !== undefined);
+    if (outcome.status === 'stopped') exitStopped(stop.requested());
   });
 
   addCommonRunOptions(
@@ -160,13 +177,13 @@ export function buildProgram(): Command {
     const out = path.join(base.out, exp.out);
     const reporter = createReporter();
     reporter.log(`${exp.name}: ${exp.description} (${exp.runs.length} runs in ${out})`);
-    const stop = stopOnSignals();
+    const stop = stopOnSignals((line) => reporter.log(line));
     for (const [i, r] of exp.runs.entries()) {
       const settings: RunSettings = { ...base, out, net: r.net, seed: r.seed, recipe: exp.recipe };
       reporter.log(`[${i + 1}/${exp.runs.length}] ${runDir(settings)}`);
       const outcome = await runExperiment(settings, reporter, () => stop.requested() !== undefined);
       if (outcome.status === 'stopped') {
-        process.exitCode = exitCodeFor(stop.requested());
+        exitStopped(stop.requested());
         return;
       }
     }

@@ -1,10 +1,11 @@
 // What a run shows while it trains: a progress bar on a terminal, and one plain line per
 // evaluation elsewhere (CI logs, nohup, pipes), so that logs stay readable.
 //
-// The bar line is built here (formatBar) rather than by cli-progress' template because it
-// must fit the terminal: the bar shrinks first, then the least useful fields are dropped,
-// and cli-progress would otherwise cut the line's end (lr and ETA) at the right margin.
-import { SingleBar } from 'cli-progress';
+// The bar line is built and drawn here rather than by cli-progress: it must fit the terminal
+// (the bar shrinks first, then the least useful fields are dropped; cli-progress would cut
+// the line's end, lr and ETA, at the right margin), and lines printed while it runs (signal
+// and warm-up messages) must stay: cli-progress restores the cursor to where the bar
+// started when it stops, so whatever was printed in between was overwritten.
 import type { RunReporter } from '../experiment/run';
 import type { Row } from '../train/trainer';
 
@@ -38,7 +39,7 @@ function bar(fraction: number, width: number): string {
   return '\u2588'.repeat(full) + '\u2591'.repeat(width - full);
 }
 
-const MIN_BAR = 6;
+const MIN_BAR = 10;
 const MAX_BAR = 24;
 
 /** One line of at most `columns` characters. */
@@ -51,11 +52,11 @@ export function formatBar(s: BarState, columns: number): string {
     fields.push({ text: `evaluating ${pct.toFixed(0)}%`, drop: 9 });
   } else {
     if (s.loss !== undefined) fields.push({ text: `loss ${s.loss.toFixed(3)}`, drop: 2 });
-    if (s.trainError !== undefined) fields.push({ text: `train ${s.trainError.toFixed(1)}%`, drop: 4 });
+    if (s.trainError !== undefined) fields.push({ text: `train ${s.trainError.toFixed(1)}%`, drop: 3 });
   }
   fields.push({ text: `test ${s.testError === undefined ? '-' : s.testError.toFixed(1) + '%'}`, drop: 6 });
   if (s.imagesPerS !== undefined && !s.evaluating) fields.push({ text: `${s.imagesPerS.toFixed(0)} img/s`, drop: 1 });
-  if (s.lr !== undefined) fields.push({ text: `lr ${s.lr}`, drop: 3 });
+  if (s.lr !== undefined) fields.push({ text: `lr ${s.lr}`, drop: 4 });
   if (s.eta) fields.push({ text: `ETA ${s.eta.lowerBound ? '>' : ''}${duration(s.eta.seconds)}`, drop: 5 });
 
   const length = (fs: typeof fields, barWidth: number) =>
@@ -105,9 +106,43 @@ function plainRow(name: string, total: number, row: Row): string {
   );
 }
 
+/** One status line redrawn in place at most every `everyMs`, with whole lines printed above it. */
+class StatusLine {
+  private line = '';
+  private drawnAt = 0;
+  private visible = false;
+  constructor(
+    private readonly stream: NodeJS.WriteStream,
+    private readonly everyMs = 100,
+  ) {}
+
+  draw(line: string, force = false): void {
+    this.line = line;
+    const t = Date.now();
+    if (!force && t - this.drawnAt < this.everyMs) return;
+    this.drawnAt = t;
+    this.stream.write('\r' + line + '\x1b[K');
+    this.visible = true;
+  }
+
+  print(text: string): void {
+    this.stream.write((this.visible ? '\r\x1b[K' : '') + text + '\n');
+    this.visible = false;
+    if (this.line) this.draw(this.line, true);
+  }
+
+  /** Leaves the last state on screen and moves below it. */
+  end(): void {
+    if (this.line) this.draw(this.line, true);
+    if (this.visible) this.stream.write('\n');
+    this.visible = false;
+    this.line = '';
+  }
+}
+
 export function createReporter(stream: NodeJS.WriteStream = process.stderr): RunReporter {
   const tty = stream.isTTY === true;
-  let bar: SingleBar | undefined;
+  let bar: StatusLine | undefined;
   let s: BarState = { name: '', iteration: 0, total: 0 };
   // Wall-clock pace, measured between steps that no evaluation separates.
   let lastStepAt: number | undefined;
@@ -121,13 +156,12 @@ export function createReporter(stream: NodeJS.WriteStream = process.stderr): Run
     secondsPerIteration > 0
       ? estimateSeconds({ iteration: s.iteration, total: s.total, secondsPerIteration, evalEvery, secondsPerEval })
       : undefined;
-  const show = () => bar?.update(s.iteration, { line: formatBar({ ...s, eta: eta() }, stream.columns || 80) });
+  const show = (force = false) => bar?.draw(formatBar({ ...s, eta: eta() }, stream.columns || 80), force);
 
   return {
     log(line) {
-      // Over a live bar: clear its line, print, and let the next update redraw it.
-      stream.write((bar ? '\r\x1b[2K' : '') + line + '\n');
-      if (bar) bar.render();
+      if (bar) bar.print(line);
+      else stream.write(line + '\n');
     },
     start(runName, iterations, done) {
       s = { name: runName, iteration: done, total: iterations };
@@ -137,14 +171,8 @@ export function createReporter(stream: NodeJS.WriteStream = process.stderr): Run
         stream.write(`${runName}: training from iteration ${done} to ${iterations}\n`);
         return;
       }
-      bar = new SingleBar({
-        stream,
-        format: (_o, _p, payload: { line?: string }) => payload.line ?? '',
-        hideCursor: true,
-        // The line already fits; wrapping would only matter after a resize.
-        linewrap: true,
-      });
-      bar.start(iterations, done, { line: formatBar(s, stream.columns || 80) });
+      bar = new StatusLine(stream);
+      show(true);
     },
     step(state, info) {
       const t = now();
@@ -170,7 +198,8 @@ export function createReporter(stream: NodeJS.WriteStream = process.stderr): Run
     evaluating(done, total) {
       if (evalStartedAt === undefined) evalStartedAt = now();
       s = { ...s, evaluating: { done, total } };
-      show();
+      // An evaluation's first and last updates always show: it may take only two batches.
+      show(done === 0 || done === total);
     },
     row(row) {
       if (evalStartedAt !== undefined) {
@@ -186,13 +215,13 @@ export function createReporter(stream: NodeJS.WriteStream = process.stderr): Run
       lastStepAt = undefined;
       s = { ...s, evaluating: undefined, testError: row.testError, trainError: row.trainError };
       if (tty) {
-        show();
+        show(true);
         return;
       }
       stream.write(plainRow(s.name, s.total, row));
     },
     stop() {
-      bar?.stop();
+      bar?.end();
       bar = undefined;
     },
   };
