@@ -196,6 +196,9 @@ export function buildProgram(): Command {
     .option('--json', 'print JSON instead of a table')
     .action((o: { results: string; json?: boolean }) => {
       const report = compareRuns(loadRuns(o.results, (m) => process.stderr.write(`warning: ${m}\n`)));
+      if (report.rows.length === 0) {
+        throw new Error(`no runs found in ${o.results} (folders with config.json and metrics.csv); pass --results`);
+      }
       process.stdout.write(o.json ? JSON.stringify(report, null, 2) + '\n' : formatCompare(report) + '\n');
     });
 
