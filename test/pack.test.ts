@@ -85,25 +85,22 @@ describe('npm package', () => {
     assert.match(summary.stdout, /parameters: 853,018/);
   });
 
-  it(
-    'trains a short synthetic run from the installed package',
-    () => {
-      const data = path.join(work, 'cifar');
-      writeSyntheticCifar(data, 64);
-      const out = path.join(work, 'results');
-      const args = ['run', '--depth', '8', '--iterations', '4', '--eval-every', '2', '--batch', '16'];
-      const r = run(bin, [...args, '--data-dir', data, '--records-per-file', '64', '--out', out], { timeoutS: 300 });
-      assert.equal(r.status, 0, r.stderr);
-      if (oneDnn || process.env.CI) assert.match(r.stderr, /engine: native/);
-      const csv = fs
-        .readFileSync(path.join(out, 'resnet-8-s1', 'metrics.csv'), 'utf8')
-        .trim()
-        .split('\n');
-      assert.deepEqual(
-        csv.slice(1).map((l) => l.split(',')[0]),
-        ['2', '4'],
-      );
-      assert.ok(fs.existsSync(path.join(out, 'resnet-8-s1', 'summary.json')));
-    },
-  );
+  it('trains a short synthetic run from the installed package', () => {
+    const data = path.join(work, 'cifar');
+    writeSyntheticCifar(data, 64);
+    const out = path.join(work, 'results');
+    const args = ['run', '--depth', '8', '--iterations', '4', '--eval-every', '2', '--batch', '16'];
+    const r = run(bin, [...args, '--data-dir', data, '--records-per-file', '64', '--out', out], { timeoutS: 300 });
+    assert.equal(r.status, 0, r.stderr);
+    if (oneDnn || process.env.CI) assert.match(r.stderr, /engine: native/);
+    const csv = fs
+      .readFileSync(path.join(out, 'resnet-8-s1', 'metrics.csv'), 'utf8')
+      .trim()
+      .split('\n');
+    assert.deepEqual(
+      csv.slice(1).map((l) => l.split(',')[0]),
+      ['2', '4'],
+    );
+    assert.ok(fs.existsSync(path.join(out, 'resnet-8-s1', 'summary.json')));
+  });
 });
