@@ -107,16 +107,58 @@ function addCommonRunOptions(cmd: Command): Command {
     );
 }
 
+/**
+ * An option's help line: its description, then "required", the choices and the default,
+ * unquoted (commander prints string defaults as JSON: "64000").
+ */
+function optionDescription(o: Option): string {
+  const extra: string[] = [];
+  if (o.mandatory) extra.push('required');
+  if (o.argChoices) extra.push(`choices: ${o.argChoices.join(', ')}`);
+  if (o.defaultValue !== undefined && !o.negate)
+    extra.push(`default: ${o.defaultValueDescription ?? String(o.defaultValue)}`);
+  return extra.length ? `${o.description} (${extra.join('; ')})` : o.description;
+}
+
+/** Shown at the end of each command's --help. */
+const EXAMPLES: Record<string, string[]> = {
+  run: [
+    'resnet-exp run --depth 20 --iterations 400 --eval-every 100   # a first look, minutes',
+    "resnet-exp run --depth 56 --plain --seed 2                     # the paper's 64k schedule",
+  ],
+  grid: ['resnet-exp grid quick', 'resnet-exp grid experiments/fig6-plain.json --out /scratch/results'],
+  compare: ['resnet-exp compare', 'resnet-exp compare --results results/quick --json > compare.json'],
+  plot: ['resnet-exp plot --results results/quick --out fig6-quick   # fig6-quick.svg and .png'],
+  download: ['resnet-exp download --data-dir ~/data/cifar-10-batches-bin'],
+  summary: ['resnet-exp summary --depth 110', 'resnet-exp summary --depth 56 --plain'],
+};
+
+/** A command's help ends with examples (each a line: "$ resnet-exp ..."). */
+function examples(cmd: Command, ...lines: string[]): Command {
+  return cmd.addHelpText(
+    'after',
+    `\nExample${lines.length > 1 ? 's' : ''}:\n${lines.map((l) => `  $ ${l}`).join('\n')}`,
+  );
+}
+
 export function buildProgram(): Command {
   const program = new Command('resnet-exp')
     .description('Reproduce the degradation experiment of He et al. 2016 (plain vs residual nets on CIFAR-10)')
     .version(packageVersion())
-    .showHelpAfterError('(run with --help for usage)');
+    .showHelpAfterError('(run with --help for usage)')
+    .configureHelp({ optionDescription, sortSubcommands: false });
+  examples(
+    program,
+    'resnet-exp download',
+    'resnet-exp run --depth 20 --iterations 400 --eval-every 100',
+    'resnet-exp grid quick && resnet-exp compare && resnet-exp plot',
+  );
 
   addCommonRunOptions(
     program
       .command('run')
       .description("train one network with the paper's recipe; the same command again resumes it")
+      .usage('--depth <n> [options]')
       .requiredOption('--depth <n>', 'weighted layers, 6n+2: 20, 32, 44, 56, 110, 1202')
       .option('--plain', 'no shortcuts (plain network)')
       .option(
@@ -234,6 +276,10 @@ export function buildProgram(): Command {
       );
     });
 
+  for (const c of program.commands) {
+    const lines = EXAMPLES[c.name()];
+    if (lines) examples(c, ...lines);
+  }
   return program;
 }
 
