@@ -165,8 +165,13 @@ export function createReporter(stream: NodeJS.WriteStream = process.stderr): Run
     },
     start(runName, iterations, done) {
       s = { name: runName, iteration: done, total: iterations };
+      // A grid reuses the reporter: the pace of the previous net says nothing of this one.
       lastRowIteration = done;
       lastStepAt = undefined;
+      secondsPerIteration = 0;
+      secondsPerEval = undefined;
+      evalStartedAt = undefined;
+      evalEvery = undefined;
       if (!tty) {
         stream.write(`${runName}: training from iteration ${done} to ${iterations}\n`);
         return;
