@@ -175,7 +175,7 @@ describe('a run, killed and resumed', { skip }, () => {
     );
   });
 
-  for (const signal of ['SIGTERM', 'SIGINT', 'SIGKILL'] as const) {
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGKILL'] as const) {
     it(`${signal} midway, then the same command: no row lost or duplicated, same figures`, async () => {
       const out = path.join(work, `killed-${signal}`);
       const p = cliUntil(runArgs(out), (o) => /iter 6\//.test(o));

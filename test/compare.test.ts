@@ -6,6 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { compareRuns, formatCompare } from '../src/report/compare';
+import { cli } from './helpers';
 import { loadRuns, parseMetricsCsv, type RunRecord } from '../src/report/runs';
 
 const HEADER = 'iteration,epoch,lr,train_loss,train_error,test_error,val_error,elapsed_s,images_per_s';
@@ -190,9 +191,9 @@ describe('loadRuns', () => {
 });
 
 describe('compareRuns', () => {
-  it('averages over seeds: last-3-row training error, final and best test error', () => {
+  it('averages over seeds: last-interval training error, final and best test error', () => {
     const runs = runsIn('agg', [
-      // last three train rows average to 2, 4, 6 -> mean 4, sample std 2
+      // last train rows 3, 5, 7 -> mean 5, sample std 2
       { variant: 'resnet', depth: 20, seed: 1, train: [90, 1, 2, 3], test: [80, 9, 7, 8] },
       { variant: 'resnet', depth: 20, seed: 2, train: [90, 3, 4, 5], test: [80, 10, 9, 9.5] },
       { variant: 'resnet', depth: 20, seed: 3, train: [90, 5, 6, 7], test: [80, 11, 10, 11] },
@@ -202,7 +203,7 @@ describe('compareRuns', () => {
     const row = report.rows[0];
     assert.deepEqual(row.seeds, [1, 2, 3]);
     assert.equal(row.iterationsDone, 400);
-    close(row.finalTrainError?.mean, 4);
+    close(row.finalTrainError?.mean, 5);
     close(row.finalTrainError?.std, 2);
     assert.equal(row.finalTrainError?.n, 3);
     // final test: 8, 9.5, 11 -> mean 9.5, std 1.5
@@ -213,14 +214,48 @@ describe('compareRuns', () => {
     close(row.bestTestError?.std, Math.sqrt(((7 - 26 / 3) ** 2 + (9 - 26 / 3) ** 2 + (10 - 26 / 3) ** 2) / 2));
   });
 
-  it('uses all rows when fewer than three, and no std for one seed', () => {
+  it('takes the last logged interval, says which, and no std for one seed', () => {
     const report = compareRuns(runsIn('one', [{ variant: 'plain', depth: 20, seed: 1, train: [30, 20] }]));
-    close(report.rows[0].finalTrainError?.mean, 25);
+    close(report.rows[0].finalTrainError?.mean, 20);
+    assert.deepEqual(report.rows[0].trainWindows, [{ from: 100, to: 200 }]);
     assert.equal(report.rows[0].finalTrainError?.std, null);
     const text = formatCompare(report);
-    assert.ok(text.includes('25.00'), text);
-    assert.ok(!text.includes('25.00 ±'), 'no ± with one seed');
-    assert.ok(/last 3 logged rows.*noisy/.test(text), 'says how training error is estimated');
+    assert.ok(text.includes('20.00'), text);
+    assert.ok(!text.includes('20.00 ±'), 'no ± with one seed');
+    assert.match(text, /final training error = each run's last logged interval: .* last 100 iterations/);
+  });
+
+  it("the paper's final error, not a mean of rows: two seeds ending at 71.41 and 72.69", () => {
+    // Rows at irregular spacing (an interrupted run) and a big drop at the end.
+    const report = compareRuns(
+      runsIn('issue', [
+        { variant: 'plain', depth: 20, seed: 1, train: [90, 85, 71.41] },
+        { variant: 'plain', depth: 20, seed: 2, train: [90, 86, 72.69] },
+      ]),
+    );
+    close(report.rows[0].finalTrainError?.mean, (71.41 + 72.69) / 2);
+  });
+
+  it("shows each seed's iterations done", () => {
+    const report = compareRuns(
+      runsIn('perseed', [
+        { variant: 'plain', depth: 20, seed: 1, train: [5, 4, 3], iterations: 300 },
+        { variant: 'plain', depth: 20, seed: 2, train: [5, 4, 3], iterations: 300 },
+        { variant: 'plain', depth: 20, seed: 3, train: [5], iterations: 300, finished: false },
+      ]),
+    );
+    assert.deepEqual(
+      report.rows[0].perSeed.map((p) => [p.seed, p.iterations, p.finished]),
+      [
+        [1, 300, true],
+        [2, 300, true],
+        [3, 100, false],
+      ],
+    );
+    const line = formatCompare(report)
+      .split('\n')
+      .find((l) => l.startsWith('plain-20 '));
+    assert.match(line ?? '', /300,300,100\/300/);
   });
 
   it('keeps different schedules in separate rows', () => {
@@ -270,7 +305,7 @@ describe('compareRuns', () => {
       runsIn('verdict', [
         { variant: 'plain', depth: 20, seed: 1, train: [9, 5, 5, 5] },
         { variant: 'plain', depth: 32, seed: 1, train: [9, 7, 7, 7] },
-        { variant: 'plain', depth: 56, seed: 1, train: [99, 9, 9.5, 9.4] },
+        { variant: 'plain', depth: 56, seed: 1, train: [99, 9, 9.5, 9.3] },
         { variant: 'resnet', depth: 20, seed: 1, train: [5, 5, 5] },
         { variant: 'resnet', depth: 56, seed: 1, train: [3, 2, 1] },
       ]),
@@ -285,12 +320,29 @@ describe('compareRuns', () => {
     );
     assert.match(
       plain.text,
-      /^plain: training error rises with depth \(20: 5\.0% < 32: 7\.0% < 56: 9\.3%\) -> degradation$/,
+      /^plain: training error rises with depth \(20: 5\.0% < 32: 7\.0% < 56: 9\.3%\) -> degradation \[provisional: a single seed per depth, no spread to compare with\]$/,
     );
     assert.equal(resnet.trend, 'falls');
     assert.equal(resnet.degradation, false);
-    assert.match(resnet.text, /falls with depth .* -> no degradation$/);
+    assert.match(resnet.text, /falls with depth .* -> no degradation \[provisional: a single seed/);
     assert.ok(formatCompare(report).includes(plain.text));
+  });
+
+  it('is provisional only for a short schedule, unfinished runs or a single seed, and says which', () => {
+    const seeds = (variant: 'plain' | 'resnet', iterations: number, finished = true) =>
+      [20, 56].flatMap((depth) =>
+        [1, 2].map((seed) => ({ variant, depth, seed, train: [9, depth / 10], iterations, finished })),
+      );
+    const full = compareRuns(runsIn('prov-full', seeds('plain', 64000)));
+    assert.equal(full.verdicts[0].provisional, false);
+    assert.deepEqual(full.verdicts[0].reasons, []);
+    assert.match(full.verdicts[0].text, /-> degradation$/);
+    const short = compareRuns(runsIn('prov-short', seeds('plain', 200, false)));
+    assert.equal(short.verdicts[0].provisional, true);
+    assert.match(
+      short.verdicts[0].text,
+      /-> degradation \[provisional: short schedule: 200 of the paper's 64k iterations; 4 of 4 runs unfinished, least progress 200\/200\]$/,
+    );
   });
 
   it('says a verdict needs two depths, and flags unfinished groups', () => {
@@ -320,7 +372,6 @@ describe('compareRuns', () => {
     assert.deepEqual(JSON.parse(JSON.stringify(report)), report);
     const empty = compareRuns([]);
     assert.deepEqual([empty.rows, empty.verdicts], [[], []]);
-    assert.equal(formatCompare(compareRuns([])), 'no runs found\n');
   });
 
   it('aligns the table columns', () => {
@@ -337,5 +388,15 @@ describe('compareRuns', () => {
     for (const l of lines.filter((l) => /^(plain|resnet)-\d+ /.test(l))) {
       assert.match(l[col - 1], /\d/, `seed count ends under the header in "${l}"`);
     }
+  });
+});
+
+describe('compare command', () => {
+  it('nothing found: one line on stderr, exit 1, nothing on stdout', () => {
+    const empty = fs.mkdtempSync(path.join(tmp, 'empty-'));
+    const r = cli(['compare', '--results', empty]);
+    assert.equal(r.status, 1);
+    assert.equal(r.stdout, '');
+    assert.match(r.stderr, /^error: no runs found in .*--results\n$/);
   });
 });

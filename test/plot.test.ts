@@ -73,9 +73,22 @@ function pngSize(file: string): { width: number; height: number } {
   return { width: buf.readUInt32BE(16), height: buf.readUInt32BE(20) };
 }
 
-type Datum = { panel: string; label: string; kind: string; iteration: number; error: number };
-const specData = (spec: ReturnType<typeof buildFig6Spec>): Datum[] =>
-  (spec as unknown as { data: { values: Datum[] } }).data.values;
+type Datum = {
+  panel: string;
+  label: string;
+  kind: string;
+  iteration: number;
+  error: number;
+  lo: number;
+  hi: number;
+  seeds: number;
+};
+/** The plotted points: every panel's line layer carries them all (each filters its own). */
+const specData = (spec: ReturnType<typeof buildFig6Spec>): Datum[] => {
+  const panel = (spec as unknown as { hconcat: { layer: { mark: { type: string }; data: { values: Datum[] } }[] }[] })
+    .hconcat[0];
+  return panel.layer.find((l) => l.mark.type === 'line')!.data.values;
+};
 
 describe('plotFig6', () => {
   it('writes an SVG with one line per (variant, depth, training|test) and a 2x PNG', async () => {
@@ -135,12 +148,51 @@ describe('buildFig6Spec', () => {
     const expected = (runs[0].rows[4].trainError + runs[1].rows[4].trainError) / 2;
     assert.ok(Math.abs(train[0].error - expected) < 1e-9);
     assert.ok(Math.abs(at('test', 5000)[0].error - (expected + 4)) < 1e-9);
+    // The band: lowest and highest seed.
+    const seeds = [runs[0].rows[4].trainError, runs[1].rows[4].trainError];
+    assert.deepEqual([train[0].lo, train[0].hi, train[0].seeds], [Math.min(...seeds), Math.max(...seeds), 2]);
+    const json = JSON.stringify(buildFig6Spec(runs));
+    assert.match(json, /"mark":\{"type":"area","clip":true,"fillOpacity":[\d.]+\}/);
+    assert.match(json, /band: min-max/);
+  });
+
+  it('labels short runs in iterations, long ones in 1e4 as the paper', () => {
+    const title = (runs: RunRecord[]) => /"axis":\{"title":"([^"]+)"/.exec(JSON.stringify(buildFig6Spec(runs)))![1];
+    assert.equal(title(fig6Runs()), 'iter. (1e4)');
+    assert.equal(title([fakeRun('plain', 20, 1, 45, { iterations: 100, every: 10 })]), 'iterations');
+    assert.equal(title([fakeRun('plain', 20, 1, 45, { iterations: 4000, every: 100 })]), 'iter. (1e3)');
+  });
+
+  it("marks the learning-rate drops of the runs' config.json with dotted rules", () => {
+    const run = fakeRun('plain', 20, 1, 6);
+    const dir = path.join(tmp, 'with-config');
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ recipe: { milestones: [32000, 48000] } }));
+    const json = JSON.stringify(buildFig6Spec([{ ...run, dir }]));
+    assert.match(
+      json,
+      /"data":\{"values":\[\{"iteration":32000\},\{"iteration":48000\}\]\},"mark":\{"type":"rule","strokeDash":\[1,3\]/,
+    );
+  });
+
+  it('warns about each run left out for having no rows', () => {
+    const warnings: string[] = [];
+    const empty = { ...fakeRun('plain', 56, 1, 6), rows: [], name: 'plain-56-s1' };
+    buildFig6Spec([fakeRun('plain', 20, 1, 6), empty], (m) => warnings.push(m));
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0], /plain-56-s1: no logged rows yet, left out/);
+  });
+
+  it('puts the legends below the panels and keys dashed training / bold test', () => {
+    const json = JSON.stringify(buildFig6Spec(fig6Runs()));
+    assert.doesNotMatch(json, /"orient":"(top-right|right|top-left)"/);
+    assert.match(json, /training \(dashed\).*test \(bold\)/);
   });
 
   it('keeps the paper y range 0-20 % for full runs, widens it for short ones', () => {
     const yTop = (runs: RunRecord[]) => {
       const json = JSON.stringify(buildFig6Spec(runs));
-      return Number(/"y":\{"field":"error".*?"domain":\[0,(\d+)\]/.exec(json)![1]);
+      return Number(/"domain":\[0,(\d+)\],"nice":false\},"field":"error"/.exec(json)![1]);
     };
     assert.equal(yTop(fig6Runs()), 20);
     assert.equal(yTop([fakeRun('resnet', 110, 1, 1)]), 20, 'low errors keep 0-20 too');

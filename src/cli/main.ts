@@ -37,34 +37,44 @@ import { joinedWorld, joinWorld, quietReporter, type World } from '../distribute
 
 const DEFAULT_OUT = './results';
 
+const SIGNAL_EXIT: Partial<Record<NodeJS.Signals, number>> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129, SIGUSR1: 138 };
+
 /**
- * SIGINT/SIGTERM: finish the current step, checkpoint, exit. A second signal exits at once.
- * SIGUSR1 (Slurm's time-limit warning, --signal=B:USR1): the same, then requeue (stopped()).
+ * SIGINT/SIGTERM/SIGHUP: finish the current step, checkpoint, exit. A second signal exits
+ * at once. SIGHUP is what a closed terminal (or a dropped ssh session) sends: the run keeps
+ * going to its checkpoint, and writes to the vanished terminal are ignored rather than
+ * crashing it. SIGUSR1 (Slurm's time-limit warning, --signal=B:USR1): the same, then the
+ * task requeues itself (exitStopped). `say` prints through the progress reporter so the bar
+ * does not overwrite it.
  */
-function stopOnSignals(): { requested: () => NodeJS.Signals | undefined } {
+function stopOnSignals(say: (line: string) => void): { requested: () => NodeJS.Signals | undefined } {
   let signal: NodeJS.Signals | undefined;
   const handler = (s: NodeJS.Signals) => {
-    // issue 8: under MPI a lone exit would leave the other ranks waiting: end them all.
-    if (signal && (joinedWorld()?.size ?? 1) > 1) joinedWorld()?.abort(s === 'SIGINT' ? 130 : 143);
-    if (signal) process.exit(s === 'SIGINT' ? 130 : 143);
+    if (signal) {
+      // Under MPI a lone exit would leave the other ranks waiting: end them all.
+      if ((joinedWorld()?.size ?? 1) > 1) joinedWorld()?.abort(SIGNAL_EXIT[s] ?? 1);
+      process.exit(SIGNAL_EXIT[s] ?? 1);
+    }
     signal = s;
-    if ((joinedWorld()?.rank ?? 0) === 0)
-      process.stderr.write(`\n${s}: saving a checkpoint after this step (send again to quit at once)\n`);
+    if (s === 'SIGHUP') {
+      for (const out of [process.stdout, process.stderr]) out.on('error', () => undefined);
+    }
+    say(`${s}: saving a checkpoint after this step (send again to quit at once)`);
   };
-  process.on('SIGINT', handler);
-  process.on('SIGTERM', handler);
-  process.on('SIGUSR1', handler);
+  for (const s of Object.keys(SIGNAL_EXIT)) process.on(s, handler);
   return { requested: () => signal };
 }
 
-function exitCodeFor(signal: NodeJS.Signals | undefined): number {
-  return signal === 'SIGTERM' ? 143 : signal === 'SIGUSR1' ? 138 : 130;
-}
-
-/** After a run stopped on a signal, checkpoint written: the exit code, and a requeue on SIGUSR1. */
-function stopped(signal: NodeJS.Signals | undefined): void {
+/** After the checkpoint of a run stopped by `signal`: the exit code, a requeue on SIGUSR1, or death by SIGHUP. */
+function exitStopped(signal: NodeJS.Signals | undefined): void {
   if (signal === 'SIGUSR1') requeueSelf((line) => process.stderr.write(`${line}\n`));
-  process.exitCode = exitCodeFor(signal);
+  if (signal === 'SIGHUP') {
+    // Node aborts at exit (an assertion in ResetStdio) when it cannot restore the settings
+    // of a terminal that hung up; dying of the signal itself skips that teardown.
+    process.removeAllListeners('SIGHUP');
+    process.kill(process.pid, 'SIGHUP');
+  }
+  process.exitCode = (signal && SIGNAL_EXIT[signal]) ?? 130;
 }
 
 interface CommonRunFlags {
@@ -125,16 +135,58 @@ function addCommonRunOptions(cmd: Command): Command {
 /** The paper's recipe (settings.ts): the `run` flags' defaults, shown by --help. */
 const R = PAPER_RECIPE;
 
+/**
+ * An option's help line: its description, then "required", the choices and the default,
+ * unquoted (commander prints string defaults as JSON: "64000").
+ */
+function optionDescription(o: Option): string {
+  const extra: string[] = [];
+  if (o.mandatory) extra.push('required');
+  if (o.argChoices) extra.push(`choices: ${o.argChoices.join(', ')}`);
+  if (o.defaultValue !== undefined && !o.negate)
+    extra.push(`default: ${o.defaultValueDescription ?? String(o.defaultValue)}`);
+  return extra.length ? `${o.description} (${extra.join('; ')})` : o.description;
+}
+
+/** Shown at the end of each command's --help. */
+const EXAMPLES: Record<string, string[]> = {
+  run: [
+    'resnet-exp run --depth 20 --iterations 400 --eval-every 100   # a first look, minutes',
+    "resnet-exp run --depth 56 --plain --seed 2                     # the paper's 64k schedule",
+  ],
+  grid: ['resnet-exp grid quick', 'resnet-exp grid experiments/fig6-plain.json --out /scratch/results'],
+  compare: ['resnet-exp compare', 'resnet-exp compare --results results/quick --json > compare.json'],
+  plot: ['resnet-exp plot --results results/quick --out fig6-quick   # fig6-quick.svg and .png'],
+  download: ['resnet-exp download --data-dir ~/data/cifar-10-batches-bin'],
+  summary: ['resnet-exp summary --depth 110', 'resnet-exp summary --depth 56 --plain'],
+};
+
+/** A command's help ends with examples (each a line: "$ resnet-exp ..."). */
+function examples(cmd: Command, ...lines: string[]): Command {
+  return cmd.addHelpText(
+    'after',
+    `\nExample${lines.length > 1 ? 's' : ''}:\n${lines.map((l) => `  $ ${l}`).join('\n')}`,
+  );
+}
+
 export function buildProgram(): Command {
   const program = new Command('resnet-exp')
     .description('Reproduce the degradation experiment of He et al. 2016 (plain vs residual nets on CIFAR-10)')
     .version(packageVersion())
-    .showHelpAfterError('(run with --help for usage)');
+    .showHelpAfterError('(run with --help for usage)')
+    .configureHelp({ optionDescription, sortSubcommands: false });
+  examples(
+    program,
+    'resnet-exp download',
+    'resnet-exp run --depth 20 --iterations 400 --eval-every 100',
+    'resnet-exp grid quick && resnet-exp compare && resnet-exp plot',
+  );
 
   addCommonRunOptions(
     program
       .command('run')
       .description("train one network with the paper's recipe; the same command again resumes it")
+      .usage('--depth <n> [options]')
       .requiredOption('--depth <n>', 'weighted layers, 6n+2: 20, 32, 44, 56, 110, 1202')
       .option('--plain', 'no shortcuts (plain network)')
       .option(
@@ -180,10 +232,10 @@ export function buildProgram(): Command {
       recipe: completeRecipe(recipe),
       ...common(o),
     };
-    const stop = stopOnSignals();
     const { world, reporter } = worldFor(settings.engine);
+    const stop = stopOnSignals((line) => reporter.log(line));
     const outcome = await runExperiment(settings, reporter, () => stop.requested() !== undefined, world);
-    if (outcome.status === 'stopped') stopped(stop.requested());
+    if (outcome.status === 'stopped') exitStopped(stop.requested());
   });
 
   addClusterOptions(
@@ -202,7 +254,7 @@ export function buildProgram(): Command {
     const { world, reporter } = worldFor(base.engine);
     reporter.log(`${exp.name}: ${exp.description} (${exp.runs.length} runs in ${out})`);
     if (chosen) reporter.log(`run ${chosen.index} of 0-${exp.runs.length - 1}, from ${chosen.source}`);
-    const stop = stopOnSignals();
+    const stop = stopOnSignals((line) => reporter.log(line));
     for (const [i, r] of exp.runs.entries()) {
       if (chosen && i !== chosen.index) continue;
       const settings: RunSettings = { ...base, out, net: r.net, seed: r.seed, recipe: exp.recipe };
@@ -211,7 +263,7 @@ export function buildProgram(): Command {
       reporter.log(`[${i + 1}/${exp.runs.length}] ${runDir(settings)}`);
       const outcome = await runExperiment(settings, reporter, () => stop.requested() !== undefined, world);
       if (outcome.status === 'stopped') {
-        stopped(stop.requested());
+        exitStopped(stop.requested());
         return;
       }
     }
@@ -224,6 +276,9 @@ export function buildProgram(): Command {
     .option('--json', 'print JSON instead of a table')
     .action((o: { results: string; json?: boolean }) => {
       const report = compareRuns(loadRuns(o.results, (m) => process.stderr.write(`warning: ${m}\n`)));
+      if (report.rows.length === 0) {
+        throw new Error(`no runs found in ${o.results} (folders with config.json and metrics.csv); pass --results`);
+      }
       process.stdout.write(o.json ? JSON.stringify(report, null, 2) + '\n' : formatCompare(report) + '\n');
     });
 
@@ -273,6 +328,10 @@ export function buildProgram(): Command {
 
   addAnalysisCommands(program); // responses, lesion, report (src/cli/analysis-commands.ts)
 
+  for (const c of program.commands) {
+    const lines = EXAMPLES[c.name()];
+    if (lines) examples(c, ...lines);
+  }
   return program;
 }
 

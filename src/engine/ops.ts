@@ -5,8 +5,11 @@
 // and differentiate; an engine that registers the fused kernel named below for its backend
 // (see src/engine/native/) gets the fused kernel instead, with its own gradient.
 import * as tf from '@tensorflow/tfjs-core';
-// tfjs-core's CommonJS build registers no gradients; the union package's build does.
-import '@tensorflow/tfjs';
+// tfjs-core's CommonJS build (dist/tf-core.node.js) registers no gradients, and its
+// dist/register_all_gradients.js is an ES module Node cannot require. tfjs-layers' CommonJS
+// build registers all of core's gradients, at a fifth of the size of the @tensorflow/tfjs
+// union (which adds WebGL, the converter and tfjs-data).
+import '@tensorflow/tfjs-layers';
 
 /**
  * Training-mode batch normalization over the N, H, W axes of an NHWC tensor, optionally

@@ -19,6 +19,7 @@ import { Sgd } from '../train/sgd';
 import { evaluate } from '../train/step';
 import { initialLoopState, trainLoop, type LoopState, type Row } from '../train/trainer';
 import { CheckpointError, writeCheckpoint, type TensorEntry } from './checkpoint';
+import { evalProgress } from './eval-progress';
 import { LockError } from './lock';
 import { appendMetricsRow, parseMetricsCsv } from './metrics-csv';
 import { identityOf, RunFolder, runDir, type Plan, type Summary } from './run-folder';
@@ -37,6 +38,8 @@ export interface RunReporter {
   step(state: LoopState, info: { loss: number; error: number; lr: number; imagesPerS: number }): void;
   row(row: Row): void;
   stop(): void;
+  /** Images evaluated so far out of `total`, during an evaluation (0 when it starts). */
+  evaluating?(done: number, total: number): void;
 }
 
 export interface RunOutcome {
@@ -168,8 +171,8 @@ async function train(
 
     const batches = new TrainBatches(train, mean, s.recipe.batch, s.seed);
     // Data-parallel: each rank evaluates its part of a split and the error counts are summed.
-    const evalOn = (split: typeof data.test) => {
-      const b = evalBatches(split, mean, EVAL_BATCH);
+    const evalOn = (split: typeof data.test, seen: ReturnType<typeof evalProgress>) => {
+      const b = seen(evalBatches(split, mean, EVAL_BATCH));
       return parallel ? parallel.evaluate(b) : evaluate(net, b);
     };
     // The lock's heartbeat around each evaluation too: one can take minutes on a deep net.
@@ -177,9 +180,11 @@ async function train(
       parallel?.syncRunningStats();
       parallel?.checkSameWeights(state.iteration);
       folder?.heartbeat();
-      const test = evalOn(data.test);
+      // The reporter's "evaluating" state: an evaluation can take tens of seconds.
+      const seen = evalProgress(report, data.test.count + (val?.count ?? 0));
+      const test = evalOn(data.test, seen);
       folder?.heartbeat();
-      const valError = val ? evalOn(val) : null;
+      const valError = val ? evalOn(val, seen) : null;
       folder?.heartbeat();
       return { test, val: valError };
     };

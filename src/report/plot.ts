@@ -13,12 +13,16 @@ export interface PlotOptions {
   warn?: (msg: string) => void;
 }
 
-/** One plotted point: mean over seeds of one series at one iteration. */
+/** One plotted point: mean over seeds of one series at one iteration, and their range. */
 interface Point {
   label: string;
   kind: 'training' | 'test';
   iteration: number;
   error: number;
+  /** Lowest and highest over the seeds (equal to `error` with one seed). */
+  lo: number;
+  hi: number;
+  seeds: number;
 }
 
 interface Series {
@@ -48,9 +52,24 @@ const DEPTH_COLOURS: Record<number, string> = {
 const SPARE_COLOURS = ['#8c564b', '#e377c2', '#17becf', '#bcbd22', '#7f7f7f', '#aec7e8'];
 
 const PANEL_WIDTH = 380;
+/** Legends go below their panel, in a row: inside, they would cover some curve. */
+const LEGEND = {
+  title: null,
+  orient: 'bottom' as const,
+  direction: 'horizontal' as const,
+  symbolType: 'stroke',
+  symbolStrokeWidth: 2.5,
+  symbolSize: 300,
+  labelFontSize: 12,
+  labelLimit: 240,
+};
 const PANEL_HEIGHT = 280;
 /** The paper clips every panel to 0-20 %. */
 const PAPER_Y_MAX = 20;
+/** Below the panel, never over a curve. */
+const COLOUR_LEGEND = { ...LEGEND, columns: 3 };
+/** The key to the line styles, once for the figure. */
+const KIND_LEGEND = { ...LEGEND, labelExpr: "datum.label == 'training' ? 'training (dashed)' : 'test (bold)'" };
 
 /**
  * Writes `<outFile without extension>.svg` and `.png` and returns their paths.
@@ -103,6 +122,9 @@ export async function plotFig6(
  */
 function pickSeries(runs: RunRecord[], warn: (msg: string) => void): Series[] {
   const byDepth = new Map<string, RunRecord[]>();
+  for (const r of runs.filter((r) => r.rows.length === 0)) {
+    warn(`plot: ${r.name}: no logged rows yet, left out (${r.dir})`);
+  }
   for (const r of runs.filter((r) => r.rows.length > 0)) {
     const key = `${r.variant}-${r.depth}`;
     byDepth.set(key, [...(byDepth.get(key) ?? []), r]);
@@ -179,20 +201,51 @@ function panelsFor(series: Series[]): Panel[] {
   return panels;
 }
 
-/** Per-iteration mean over the seeds that logged that iteration. */
+/** Per-iteration mean, min and max over the seeds that logged that iteration. */
 function meanCurve(runs: RunRecord[], pick: (r: RunRecord['rows'][number]) => number) {
-  const sums = new Map<number, { sum: number; n: number }>();
+  const byIteration = new Map<number, number[]>();
   for (const run of runs) {
-    for (const row of run.rows) {
-      const acc = sums.get(row.iteration) ?? { sum: 0, n: 0 };
-      acc.sum += pick(row);
-      acc.n += 1;
-      sums.set(row.iteration, acc);
+    for (const row of run.rows) byIteration.set(row.iteration, [...(byIteration.get(row.iteration) ?? []), pick(row)]);
+  }
+  return [...byIteration.entries()]
+    .sort((a, b) => a[0] - b[0])
+    .map(([iteration, xs]) => ({
+      iteration,
+      error: xs.reduce((a, b) => a + b, 0) / xs.length,
+      lo: Math.min(...xs),
+      hi: Math.max(...xs),
+      seeds: xs.length,
+    }));
+}
+
+/**
+ * The learning-rate drops of a panel's runs, from their config.json (recipe.milestones):
+ * the rows only show the lr after the drop, somewhere in an interval.
+ */
+function milestones(series: Series[], xMax: number): number[] {
+  const found = new Set<number>();
+  for (const run of series.flatMap((s) => s.runs)) {
+    try {
+      const cfg = JSON.parse(fs.readFileSync(path.join(run.dir, 'config.json'), 'utf8')) as {
+        recipe?: { milestones?: unknown };
+      };
+      const ms = cfg.recipe?.milestones;
+      if (Array.isArray(ms)) for (const m of ms) if (typeof m === 'number' && m > 0 && m < xMax) found.add(m);
+    } catch {
+      // loadRuns read this file already; a run without milestones just gets no marks.
     }
   }
-  return [...sums.entries()]
-    .sort((a, b) => a[0] - b[0])
-    .map(([iteration, { sum, n }]) => ({ iteration, error: sum / n }));
+  return [...found].sort((a, b) => a - b);
+}
+
+/**
+ * Iterations per axis unit: the paper's 1e4 for long schedules, 1e3 for a few thousand,
+ * plain iterations below that (a 100-iteration run labelled 0.02 x 1e4 reads badly).
+ */
+function iterationUnit(xMax: number): { unit: number; title: string } {
+  if (xMax >= 20000) return { unit: 1e4, title: 'iter. (1e4)' };
+  if (xMax >= 2000) return { unit: 1e3, title: 'iter. (1e3)' };
+  return { unit: 1, title: 'iterations' };
 }
 
 function colourFor(depths: number[]): (depth: number) => string {
@@ -250,11 +303,9 @@ export function buildFig6Spec(runs: RunRecord[], warn: (msg: string) => void = (
   }
   const top = yMax(curves);
   const xMax = Math.max(...series.map((s) => s.plannedIterations));
-  // The paper labels iterations in units of 1e4; short runs read better in 1e3.
-  const unit = xMax >= 20000 ? 1e4 : 1e3;
-  // The paper's range keeps the upper right empty for the legend; a widened range
-  // puts curves there, so the legend moves out beside the panel.
-  const legendOrient = top > PAPER_Y_MAX ? 'right' : 'top-right';
+  const { unit, title: xTitle } = iterationUnit(xMax);
+  const drops = new Map(panels.map((p) => [p.title, milestones(p.series, xMax)]));
+  const multiSeed = points.some((p) => p.seeds > 1);
 
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
@@ -262,6 +313,8 @@ export function buildFig6Spec(runs: RunRecord[], warn: (msg: string) => void = (
       text: 'CIFAR-10 training: plain vs residual networks (He et al. 2016, Fig. 6)',
       subtitle:
         'dashed: training error, bold: test error' +
+        (multiSeed ? '; line: mean over seeds, band: min-max' : '') +
+        (drops.size && [...drops.values()].some((d) => d.length) ? '; dotted: lr / 10' : '') +
         (top > PAPER_Y_MAX ? '' : ' (y clipped to 0-20 % as in the paper)'),
       anchor: 'start',
       fontSize: 16,
@@ -270,86 +323,118 @@ export function buildFig6Spec(runs: RunRecord[], warn: (msg: string) => void = (
     },
     background: 'white',
     padding: 16,
-    data: { values: points },
-    hconcat: panels.map((panel) => ({
-      title: { text: panel.title, fontSize: 15 },
-      width: PANEL_WIDTH,
-      height: PANEL_HEIGHT,
-      transform: [{ filter: { field: 'panel', equal: panel.title } }],
-      mark: { type: 'line', clip: true, interpolate: 'linear' },
-      encoding: {
-        x: {
-          field: 'iteration',
-          type: 'quantitative',
-          scale: { domain: [0, xMax], nice: false },
-          axis: {
-            title: `iter. (${unit === 1e4 ? '1e4' : '1e3'})`,
-            tickCount: 7,
-            labelExpr: `format(datum.value / ${unit}, '~g')`,
-            grid: false,
-          },
+    hconcat: panels.map((panel) => {
+      const inPanel = { filter: { field: 'panel', equal: panel.title } };
+      const colourScale = {
+        domain: panel.series.map(panel.label),
+        range: panel.series.map((s) => colour(s.depth)),
+      };
+      const x = {
+        field: 'iteration',
+        type: 'quantitative' as const,
+        scale: { domain: [0, xMax], nice: false },
+        axis: {
+          title: xTitle,
+          tickCount: 7,
+          // Whole iterations only: no tick at 12.5 iterations.
+          tickMinStep: unit === 1 ? 1 : unit / 10,
+          labelExpr: `format(datum.value / ${unit}, '~g')`,
+          grid: false,
         },
-        y: {
-          field: 'error',
-          type: 'quantitative',
-          scale: { domain: [0, top], nice: false },
-          axis: {
-            title: 'error (%)',
-            tickCount: top <= 20 ? 4 : 5,
-            gridDash: [2, 3],
-            gridColor: '#d0d0d0',
-            // A grid line on the frame's edge would draw a dashed frame.
-            gridOpacity: {
-              condition: {
-                test: `datum.value <= 0 || datum.value >= ${top}`,
-                value: 0,
+      };
+      const y = { type: 'quantitative' as const, scale: { domain: [0, top], nice: false } };
+      return {
+        title: { text: panel.title, fontSize: 15 },
+        width: PANEL_WIDTH,
+        height: PANEL_HEIGHT,
+        layer: [
+          // The seeds' spread: a band from the lowest to the highest seed at each row.
+          ...(multiSeed
+            ? [
+                {
+                  data: { values: points },
+                  transform: [inPanel, { filter: 'datum.seeds > 1' }],
+                  mark: { type: 'area' as const, clip: true, fillOpacity: 0.16 },
+                  encoding: {
+                    x,
+                    y: { ...y, field: 'lo', title: 'error (%)' },
+                    y2: { field: 'hi' },
+                    // The lines' legend (vega-lite merges the two); the band is faint through
+                    // fillOpacity, which the legend's stroke symbols do not take.
+                    color: { field: 'label', type: 'nominal' as const, scale: colourScale, legend: COLOUR_LEGEND },
+                    detail: { field: 'kind' },
+                  },
+                },
+              ]
+            : []),
+          {
+            data: { values: points },
+            transform: [inPanel],
+            mark: { type: 'line' as const, clip: true, interpolate: 'linear' as const },
+            encoding: {
+              x,
+              y: {
+                ...y,
+                field: 'error',
+                axis: {
+                  title: 'error (%)',
+                  tickCount: top <= 20 ? 4 : 5,
+                  gridDash: [2, 3],
+                  gridColor: '#d0d0d0',
+                  // A grid line on the frame's edge would draw a dashed frame.
+                  gridOpacity: {
+                    condition: {
+                      test: `datum.value <= 0 || datum.value >= ${top}`,
+                      value: 0,
+                    },
+                    value: 1,
+                  },
+                },
               },
-              value: 1,
+              color: {
+                field: 'label',
+                type: 'nominal' as const,
+                scale: colourScale,
+                legend: COLOUR_LEGEND,
+              },
+              strokeDash: {
+                field: 'kind',
+                type: 'nominal' as const,
+                scale: {
+                  domain: ['training', 'test'],
+                  range: [
+                    [5, 3],
+                    [1, 0],
+                  ],
+                },
+                legend: KIND_LEGEND,
+              },
+              strokeWidth: {
+                field: 'kind',
+                type: 'ordinal' as const, // a size channel wants an ordered field
+                sort: ['training', 'test'],
+                scale: { domain: ['training', 'test'], range: [1.2, 2.6] },
+                // The same legend as strokeDash: vega-lite merges the two into one key.
+                legend: KIND_LEGEND,
+              },
+              // One line per (depth, kind): the dash encoding already splits by kind.
+              detail: { field: 'kind' },
+              order: { field: 'iteration', type: 'quantitative' as const },
             },
           },
-        },
-        color: {
-          field: 'label',
-          type: 'nominal',
-          scale: {
-            domain: panel.series.map(panel.label),
-            range: panel.series.map((s) => colour(s.depth)),
-          },
-          legend: {
-            title: null,
-            orient: legendOrient,
-            fillColor: 'rgba(255,255,255,0.85)',
-            padding: 6,
-            symbolType: 'stroke',
-            symbolStrokeWidth: 3,
-            labelFontSize: 12,
-            labelLimit: 0, // issue 7: no ellipsis on "(running: k/n)"
-          },
-        },
-        strokeDash: {
-          field: 'kind',
-          type: 'nominal',
-          scale: {
-            domain: ['training', 'test'],
-            range: [
-              [5, 3],
-              [1, 0],
-            ],
-          },
-          legend: null,
-        },
-        strokeWidth: {
-          field: 'kind',
-          type: 'ordinal', // a size channel wants an ordered field
-          sort: ['training', 'test'],
-          scale: { domain: ['training', 'test'], range: [1.2, 2.6] },
-          legend: null,
-        },
-        // One line per (depth, kind): the dash encoding already splits by kind.
-        detail: { field: 'kind' },
-        order: { field: 'iteration', type: 'quantitative' },
-      },
-    })),
+          // The learning-rate drops, dotted, as the paper's schedule divides lr by 10.
+          ...((drops.get(panel.title) ?? []).length
+            ? [
+                {
+                  data: { values: (drops.get(panel.title) ?? []).map((iteration) => ({ iteration })) },
+                  mark: { type: 'rule' as const, strokeDash: [1, 3], color: '#666', strokeWidth: 1 },
+                  encoding: { x },
+                },
+              ]
+            : []),
+        ],
+      };
+    }),
     resolve: {
       scale: { color: 'independent' },
       legend: { color: 'independent' },
