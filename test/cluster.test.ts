@@ -161,6 +161,7 @@ describe('grid --list and --index', () => {
     oneLineError(cli(['grid', expFile, '--json', ...common(fresh)]), /--json only goes with --list/);
     oneLineError(cli(['grid', expFile, '--emit', 'slurm', '--time', '2h', ...common(fresh)]), /--time must be/);
     oneLineError(cli(['grid', expFile, '--emit', 'k8s', '--mem', '4000M', ...common(fresh)]), /--mem is whole GiB/);
+    oneLineError(cli(['grid', expFile, '--emit', 'slurm', '--fresh', ...common(fresh)]), /--fresh does not go/);
     const pbs = cli(['grid', expFile, '--emit', 'pbs', ...common(fresh)]);
     assert.equal(pbs.status, 1);
     assert.match(pbs.stderr, /--emit.*'pbs' is invalid.*slurm, k8s/); // commander's, plus its --help hint

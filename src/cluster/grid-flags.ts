@@ -60,13 +60,15 @@ function checkSlurmTime(t: string): void {
   }
 }
 
-type Base = Pick<RunSettings, 'dataDir' | 'out' | 'engine' | 'precision' | 'recordsPerFile'>;
+type Base = Pick<RunSettings, 'dataDir' | 'out' | 'engine' | 'precision' | 'recordsPerFile' | 'fresh'>;
 
 /** Handles --emit and --list; returns false when the grid should train instead. */
 export function clusterAction(exp: Experiment, given: string, base: Base, o: ClusterFlags): boolean {
   if (o.emit && o.list) throw new SettingsError('--emit and --list do not go together; pick one');
   if (o.json && !o.list) throw new SettingsError('--json only goes with --list');
   if (o.emit) {
+    // A task would discard its own checkpoint every time it is requeued or replaced.
+    if (base.fresh) throw new SettingsError('--fresh does not go with --emit: a requeued task would start over');
     if (o.emit === 'slurm') checkSlurmTime(o.time);
     const plan = planTasks(exp, given, base, o);
     const parallel = o.parallel === undefined ? undefined : integer('--parallel', o.parallel, 1);
