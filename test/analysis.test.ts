@@ -12,6 +12,7 @@ import { BN_EPSILON } from '../src/engine/ops';
 import { CifarNet, convUnits, shortcutA, type NetConfig } from '../src/model/resnet';
 import { Sgd } from '../src/train/sgd';
 import { trainStep } from '../src/train/step';
+import { initialLoopState, trainLoop, type LoopState } from '../src/train/trainer';
 
 before(async () => {
   tf.env().set('PROD', true);
@@ -299,5 +300,56 @@ describe('gradient flow and clipping', () => {
     assert.equal(loose, grads, 'a norm under the limit is not touched');
     tf.dispose([...grads.values()]);
     net.dispose();
+  });
+});
+
+describe('gradient flow across an interrupted loop', () => {
+  it('a stop in the middle of an interval, state saved as JSON and resumed, gives the same interval means', async () => {
+    const cfg: NetConfig = { depth: 8, plain: false, shortcut: 'A' };
+    const batches = [1, 2, 3, 4].map((seed) => {
+      const rand = lcg(seed);
+      return {
+        x: Float32Array.from({ length: 2 * IMAGE_BYTES }, () => rand() - 0.5),
+        labels: Int32Array.from({ length: 2 }, () => Math.floor(rand() * 10)),
+      };
+    });
+    const schedule = { lr: 0.1, milestones: [100], warmup: false };
+    const loop = (net: CifarNet, sgd: Sgd, state: LoopState, stopAfter: number, means: number[][]) => {
+      const flow = new GradientFlow(net);
+      let steps = 0;
+      return trainLoop({
+        net,
+        sgd,
+        batch: (i) => batches[i],
+        schedule,
+        iterations: 4,
+        evalEvery: 4,
+        epochOf: (i) => i,
+        evaluate: () => ({ test: 0, val: null }),
+        state,
+        onRow: async (_row, st) => {
+          means.push(flow.take((st.gradients ??= flow.emptyInterval())).norms);
+        },
+        onStep: () => steps++,
+        shouldStop: () => steps >= stopAfter,
+        gradients: flow,
+      });
+    };
+    const straight: number[][] = [];
+    const a = new CifarNet(cfg, 1);
+    const sgdA = new Sgd(a.params, (n) => a.decayed(n), { momentum: 0.9, weightDecay: 1e-4 });
+    assert.equal(await loop(a, sgdA, initialLoopState(schedule), 99, straight), 'finished');
+
+    const resumed: number[][] = [];
+    const b = new CifarNet(cfg, 1);
+    const sgdB = new Sgd(b.params, (n) => b.decayed(n), { momentum: 0.9, weightDecay: 1e-4 });
+    const state = initialLoopState(schedule);
+    assert.equal(await loop(b, sgdB, state, 2, resumed), 'stopped');
+    assert.equal(state.iteration, 2);
+    assert.equal(state.gradients?.steps, 2, 'the checkpointed state carries the interval so far');
+    const saved = JSON.parse(JSON.stringify(state)) as LoopState; // as the checkpoint stores it
+    assert.equal(await loop(b, sgdB, saved, 99, resumed), 'finished');
+    assert.deepEqual(resumed, straight);
+    for (const t of [a, b, sgdA, sgdB]) t.dispose();
   });
 });

@@ -128,13 +128,10 @@ describe('report', { skip }, () => {
       const ids = ['fig6', 'fig7', 'lesion', 'gradients'];
       // each figure drawn: its SVG has line paths
       for (const id of ids) {
-        await page.waitForFunction(
-          (sel) => document.querySelectorAll(sel).length > 0,
-          `#view-${id} svg .mark-line path`,
-          {
-            timeout: 60_000,
-          },
-        );
+        // (a string: evaluated in the page, where `document` exists; the tests have no DOM types)
+        await page.waitForFunction(`document.querySelectorAll('#view-${id} svg .mark-line path').length > 0`, null, {
+          timeout: 60_000,
+        });
       }
       assert.deepEqual(requests, [], 'no network requests');
       assert.deepEqual(problems, []);

@@ -64,8 +64,10 @@ export function addAnalysisCommands(program: Command): void {
           'writes responses.csv in each run folder and a two-panel figure',
       )
       .argument('[run...]', 'run folders (default: every trained run under --results)')
+      .option('--images <n>', 'use only the first n test images (default: all)')
       .option('--out <file>', 'figure file (.svg and .png; default <results>/fig7)'),
-  ).action(async (runs: string[], o: AnalysisFlags) => {
+  ).action(async (runs: string[], o: AnalysisFlags & { images?: string }) => {
+    const images = o.images === undefined ? undefined : integer('--images', o.images, 1);
     const dirs = analysisRuns(runs, o.results, warn);
     const dataDir = o.dataDir === undefined ? undefined : resolveDataDir(o.dataDir);
     await selectEngine(parseEngineChoice(o.engine));
@@ -73,6 +75,7 @@ export function addAnalysisCommands(program: Command): void {
     for (const dir of dirs) {
       const run = loadTrainedRun(dir, dataDir);
       try {
+        firstImages(run, images);
         const rows = computeResponses(run);
         await withRunLock(dir, () => say(`wrote ${writeResponses(dir, rows, run.iteration)}`), warn);
         series.push({ run: run.name, variant: run.config.plain ? 'plain' : 'resnet', depth: run.config.depth, rows });
