@@ -153,8 +153,8 @@ describe('native kernels vs cpu', { skip: skipReason }, () => {
         await agree(
           'bn',
           () => {
-            const x = tensor(shape, 9, 2).add(0.5);
-            const gamma = tensor([c], 10).add(1.5);
+            const x = tf.add(tensor(shape, 9, 2), 0.5);
+            const gamma = tf.add(tensor([c], 10), 1.5);
             const beta = tensor([c], 11);
             const out = batchNormTrain(x as tf.Tensor4D, gamma as tf.Tensor1D, beta as tf.Tensor1D, relu);
             const grads = withGrads(
@@ -174,7 +174,7 @@ describe('native kernels vs cpu', { skip: skipReason }, () => {
     await agree('bn infer', () => {
       const x = tensor([3, 5, 7, 16], 13);
       const [g, b, m] = [14, 15, 16].map((s) => tensor([16], s));
-      const v = tensor([16], 17).abs().add(0.5);
+      const v = tf.add(tf.abs(tensor([16], 17)), 0.5);
       return [true, false].map((relu) =>
         batchNormInfer(x as tf.Tensor4D, g as tf.Tensor1D, b as tf.Tensor1D, m as tf.Tensor1D, v as tf.Tensor1D, relu),
       );
@@ -208,7 +208,7 @@ describe('native kernels vs cpu', { skip: skipReason }, () => {
     for (const [sa, sb] of pairs) {
       await agree(`binary ${sa} ${sb}`, () => {
         const a = tensor(sa, 21);
-        const b = tensor(sb, 22).abs().add(0.5);
+        const b = tf.add(tf.abs(tensor(sb, 22)), 0.5);
         return [
           ...withGrads([a, b], (p, q) => tf.add(p, q), 23),
           ...withGrads([a, b], (p, q) => tf.sub(p, q), 24),
@@ -292,11 +292,11 @@ describe('native kernels vs cpu', { skip: skipReason }, () => {
       w1: tensor([3, 3, 3, 16], 40, 0.3),
       w2: tensor([3, 3, 16, 32], 41, 0.15),
       w3: tensor([3, 3, 32, 32], 42, 0.1),
-      g1: tensor([16], 43).add(1),
+      g1: tf.add(tensor([16], 43), 1),
       b1: tensor([16], 44),
-      g2: tensor([32], 45).add(1),
+      g2: tf.add(tensor([32], 45), 1),
       b2: tensor([32], 46),
-      g3: tensor([32], 47).add(1),
+      g3: tf.add(tensor([32], 47), 1),
       b3: tensor([32], 48),
       fc: tensor([32, 10], 49, 0.2),
     });
