@@ -1,4 +1,4 @@
-// How long a task can take between a stop signal and its checkpoint (issue 7): the signal is
+// How long a task can take between a stop signal and its checkpoint: the signal is
 // honoured between steps, so the worst case is one training step plus, when the step ends on
 // an evaluation, a forward pass over the 10,000 test images. Slurm's KillWait, the
 // --signal lead time and Kubernetes' terminationGracePeriodSeconds must cover that.

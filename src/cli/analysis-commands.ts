@@ -1,4 +1,4 @@
-// The analysis commands (issue 11): responses (Fig. 7), lesion (Veit et al.), report.
+// The analysis commands: responses (Fig. 7), lesion (Veit et al.), report.
 // Registered from main.ts by one call, so that they live apart from the training commands.
 import { Command, Option } from 'commander';
 import * as path from 'node:path';

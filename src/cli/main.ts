@@ -85,7 +85,7 @@ interface CommonRunFlags {
   precision: string;
   recordsPerFile: string;
   fresh?: boolean;
-  bnShards: string; // issue 8
+  bnShards: string;
 }
 
 function common(
@@ -99,11 +99,11 @@ function common(
     precision: parsePrecision(o.precision),
     recordsPerFile: integer('--records-per-file', o.recordsPerFile, 1),
     fresh: o.fresh === true,
-    bnShards: integer('--bn-shards', o.bnShards, 1), // issue 8
+    bnShards: integer('--bn-shards', o.bnShards, 1),
   };
 }
 
-/** issue 8: the launcher's world (data-parallel under mpirun/srun) and its reporter. */
+/** The launcher's world (data-parallel under mpirun/srun) and its reporter. */
 function worldFor(engine: RunSettings['engine']): { world: World; reporter: ReturnType<typeof createReporter> } {
   const world = joinWorld(engine === 'auto' || engine === 'native');
   return { world, reporter: world.rank === 0 ? createReporter() : quietReporter };
@@ -221,7 +221,7 @@ export function buildProgram(): Command {
     };
     if (itersGiven) recipe.iterations = integer('--iterations', o.iterations, 1);
     if (o.milestones !== undefined) recipe.milestones = parseMilestones(o.milestones);
-    if (o.clipGradNorm !== undefined) recipe.clipGradNorm = positive('--clip-grad-norm', o.clipGradNorm); // issue 11
+    if (o.clipGradNorm !== undefined) recipe.clipGradNorm = positive('--clip-grad-norm', o.clipGradNorm);
     const settings: RunSettings = {
       net: checkNet({
         depth: integer('--depth', o.depth, 1),
@@ -291,7 +291,7 @@ export function buildProgram(): Command {
     .action(async (o: { results: string; out?: string; gradients?: boolean }) => {
       if (o.out !== undefined && o.out.trim() === '') throw new Error('--out is empty; give a file name such as fig6');
       const runs = loadRuns(o.results, (m) => process.stderr.write(`warning: ${m}\n`));
-      const written = o.gradients // issue 11: plot --gradients (src/analysis/gradients-figure.ts)
+      const written = o.gradients // plot --gradients (src/analysis/gradients-figure.ts)
         ? await plotGradients(runs, o.out ?? path.join(o.results, 'gradients'))
         : await plotFig6(runs, o.out ?? path.join(o.results, 'fig6'));
       process.stdout.write(`wrote ${written.svg} and ${written.png}\n`);
@@ -345,7 +345,7 @@ export async function main(argv: string[]): Promise<void> {
     process.stderr.write(`error: ${message}\n`);
     if (process.env.RESNET_EXP_DEBUG) process.stderr.write(`${(e as Error)?.stack ?? ''}\n`);
     process.exitCode = 1;
-    // issue 8: the other ranks may be waiting in a collective for this one: end the job.
+    // Data-parallel: the other ranks may be waiting in a collective for this one: end the job.
     const world = joinedWorld();
     if (world && world.size > 1) world.abort(1);
   }

@@ -59,7 +59,7 @@ export async function runExperiment(
   world: World = SOLO,
 ): Promise<RunOutcome> {
   const id = identityOf({ ...s, worldSize: world.size });
-  // Data-parallel (issue 8): only rank 0 touches the run folder (not even its lock); the
+  // Data-parallel: only rank 0 touches the run folder (not even its lock); the
   // other ranks learn from rank 0 whether there is anything to train, and its state.
   if (world.rank !== 0) {
     const verdict = Float32Array.of(0);
@@ -229,8 +229,8 @@ async function train(
         onWarmupEnd: (i) =>
           report.log(`warm-up ended at iteration ${i}: training error below 80%, learning rate back to ${s.recipe.lr}`),
         shouldStop,
-        gradients: flow, // issue 11
-        clipGradNorm: s.recipe.clipGradNorm, // issue 11
+        gradients: flow,
+        clipGradNorm: s.recipe.clipGradNorm,
       });
     } finally {
       report.stop();

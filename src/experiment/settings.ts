@@ -20,7 +20,7 @@ export interface Recipe {
   val: number;
   evalEvery: number;
   /**
-   * issue 11: --clip-grad-norm, the largest global gradient norm (not the paper's recipe).
+   * --clip-grad-norm, the largest global gradient norm (not the paper's recipe).
    * Absent when off, so that the identity of runs made without it is unchanged.
    */
   clipGradNorm?: number;
@@ -56,10 +56,9 @@ export interface RunSettings {
    * terminating one) instead of being an error (a plain `run`).
    */
   waitForLock?: boolean;
-  // --- issue 8 (data-parallel): part of the run's identity, like the world size.
+  // Part of the run's identity, like the data-parallel world size.
   /** Training BN statistics over this many equal sub-batches of each (rank's) batch. */
   bnShards?: number;
-  // --- end issue 8
 }
 
 // The folder's name belongs to the run folder's owner; re-exported for existing callers.

@@ -154,7 +154,7 @@ export class CifarNet {
   readonly arch: Architecture;
   readonly params = new Map<string, tf.Variable>();
   readonly runningStats = new Map<string, tf.Variable>();
-  /** Training-mode BN statistics over this many equal sub-batches (--bn-shards; issue 8). */
+  /** Training-mode BN statistics over this many equal sub-batches (--bn-shards). */
   bnShards = 1;
 
   constructor(cfg: NetConfig, seed: number) {

@@ -47,7 +47,7 @@ export interface CompareRow {
   depth: number;
   shortcut: 'A' | 'B';
   plannedIterations: number;
-  /** [issue 9] The recipe/precision/data identity shared by the row's runs (runs.ts). */
+  /** The recipe/precision/data identity shared by the row's runs (runs.ts). */
   recipeKey: string;
   seeds: number[];
   finishedSeeds: number;
@@ -91,7 +91,7 @@ export interface CompareReport {
 }
 
 export function compareRuns(all: RunRecord[]): CompareReport {
-  // [issue 9] Seeds of one configuration = same net AND same recipe/precision/data
+  // Seeds of one configuration = same net AND same recipe/precision/data
   // (recipeKey); a seed found twice counts once. Different recipes are different rows.
   const dedupeNotes: string[] = [];
   const runs = dedupeSeeds(all, (m) => dedupeNotes.push(m));
@@ -106,7 +106,7 @@ export function compareRuns(all: RunRecord[]): CompareReport {
         a.depth - b.depth,
     );
 
-  const verdictGroups = groupBy(rows, (r) => `${r.variant}|${r.shortcut}|${r.plannedIterations}|${r.recipeKey}`); // [issue 9]
+  const verdictGroups = groupBy(rows, (r) => `${r.variant}|${r.shortcut}|${r.plannedIterations}|${r.recipeKey}`);
   const verdicts = [...verdictGroups.values()].map(toVerdict);
 
   const lengths = [...new Set(rows.flatMap((r) => r.trainWindows.map((w) => w.to - w.from)))].sort((a, b) => a - b);

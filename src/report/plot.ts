@@ -135,9 +135,9 @@ function pickSeries(runs: RunRecord[], warn: (msg: string) => void): Series[] {
       (a, b) =>
         (a.shortcut === 'A' ? 0 : 1) - (b.shortcut === 'A' ? 0 : 1) ||
         b.plannedIterations - a.plannedIterations ||
-        (a.recipeTag === '' ? 0 : 1) - (b.recipeTag === '' ? 0 : 1), // [issue 9] the paper's recipe first
+        (a.recipeTag === '' ? 0 : 1) - (b.recipeTag === '' ? 0 : 1), // the paper's recipe first
     )[0];
-    // [issue 9] one configuration per curve: the same recipe/precision/data (recipeKey) too.
+    // One configuration per curve: the same recipe/precision/data (recipeKey) too.
     const chosen = group.filter(
       (r) =>
         r.recipeKey === best.recipeKey &&
@@ -167,7 +167,7 @@ function panelsFor(series: Series[]): Panel[] {
   const resnet = series.filter((s) => s.variant === 'resnet');
   const has = (d: number) => resnet.some((s) => s.depth === d);
   const third = has(110) && has(1202);
-  // issue 7: runs still training on a shared results folder are drawn as far as they got,
+  // Runs still training on a shared results folder are drawn as far as they got,
   // and say so in the legend (the least progress over the series' seeds).
   const running = (s: Series) => {
     if (s.runs.every((r) => r.finished)) return '';

@@ -18,7 +18,6 @@ export class NonFiniteLossError extends Error {
     super(
       `training loss is ${loss} at iteration ${iteration} (exploding gradients?); ` +
         'stopped and kept the last good checkpoint: try a lower --lr or --warmup on' +
-        // issue 11: gradient clipping
         (clipGradNorm === undefined
           ? ", or clip gradients with --clip-grad-norm (e.g. 1; not the paper's recipe)"
           : `, or a lower --clip-grad-norm than ${clipGradNorm}`),
@@ -35,7 +34,7 @@ export interface LoopState {
   interval: { lossSum: number; errorSum: number; images: number; batches: number; trainSeconds: number };
   /** Wall-clock seconds spent on this run, over all its resumptions. */
   elapsedS: number;
-  /** issue 11: gradient norms since the last row (src/analysis/gradient-flow.ts). */
+  /** Gradient norms since the last row (src/analysis/gradient-flow.ts). */
   gradients?: GradientInterval;
 }
 
