@@ -154,11 +154,24 @@ const EXAMPLES: Record<string, string[]> = {
     'resnet-exp run --depth 20 --iterations 400 --eval-every 100   # a first look, minutes',
     "resnet-exp run --depth 56 --plain --seed 2                     # the paper's 64k schedule",
   ],
-  grid: ['resnet-exp grid quick', 'resnet-exp grid experiments/fig6-plain.json --out /scratch/results'],
+  grid: [
+    'resnet-exp grid quick',
+    'resnet-exp grid experiments/fig6-plain.json --out /scratch/results',
+    'resnet-exp grid fig6-resnet --list                    # every run and its state',
+    'resnet-exp grid fig6-resnet --emit slurm --time 1-00:00:00 > fig6.sbatch',
+    'resnet-exp grid fig6-resnet --emit k8s --image registry.example/resnet-exp:0.1.0 > fig6.yaml',
+  ],
   compare: ['resnet-exp compare', 'resnet-exp compare --results results/quick --json > compare.json'],
   plot: ['resnet-exp plot --results results/quick --out fig6-quick   # fig6-quick.svg and .png'],
   download: ['resnet-exp download --data-dir ~/data/cifar-10-batches-bin'],
-  summary: ['resnet-exp summary --depth 110', 'resnet-exp summary --depth 56 --plain'],
+  summary: [
+    'resnet-exp summary --depth 110',
+    'resnet-exp summary --depth 56 --plain',
+    'resnet-exp summary --arch resnet50',
+  ],
+  responses: ['resnet-exp responses --results results/quick --out fig7'],
+  lesion: ['resnet-exp lesion results/quick/resnet-56-s1-it1200 --draws 5 --images 2000'],
+  report: ['resnet-exp report --results results/quick --out results/quick/report.html'],
 };
 
 /** A command's help ends with examples (each a line: "$ resnet-exp ..."). */
