@@ -13,9 +13,8 @@ RUN apt-get update \
   && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY package.json package-lock.json ./
-# --ignore-scripts: the one install script that matters is ours (the native engine), run
-# below with the sources; this also skips tfjs-node's download of libtensorflow, so that
-# `--engine auto` takes the native engine in the image, as on the machine it was measured on.
+# --ignore-scripts: the one install script that matters is ours (the native engine), and it
+# needs the sources: it runs below.
 RUN npm ci --ignore-scripts
 COPY . .
 # The engine's build never fails an install (it falls back), so check that it is there.
