@@ -88,10 +88,13 @@ function safeRead(file: string): string {
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
+  // A zombie (dead, not yet reaped by its parent) answers kill(0) but writes nothing more.
+  const stat = safeRead(`/proc/${pid}/stat`);
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state !== 'Z' && state !== 'X';
 }
 
 /** Reads a lock file; undefined when it is absent, null when it is not a lock we wrote. */
