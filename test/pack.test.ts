@@ -94,13 +94,13 @@ describe('npm package', () => {
     assert.equal(r.status, 0, r.stderr);
     if (oneDnn || process.env.CI) assert.match(r.stderr, /engine: native/);
     const csv = fs
-      .readFileSync(path.join(out, 'resnet-8-s1', 'metrics.csv'), 'utf8')
+      .readFileSync(path.join(out, 'resnet-8-s1-it4', 'metrics.csv'), 'utf8')
       .trim()
       .split('\n');
     assert.deepEqual(
       csv.slice(1).map((l) => l.split(',')[0]),
       ['2', '4'],
     );
-    assert.ok(fs.existsSync(path.join(out, 'resnet-8-s1', 'summary.json')));
+    assert.ok(fs.existsSync(path.join(out, 'resnet-8-s1-it4', 'summary.json')));
   });
 });
