@@ -7,6 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeFileAtomic } from '../experiment/files';
+import { truncateMetrics } from '../experiment/metrics-csv';
 import { csvHeader, csvRecords, parseCsv } from './csv';
 import type { GradientMeans } from './gradient-flow';
 
@@ -31,7 +32,7 @@ export function createGradients(file: string): void {
 /** At the start of a run or a resume: the file with the rows the checkpoint at `iteration` accounts for. */
 export function startGradients(file: string, iteration: number): void {
   if (!fs.existsSync(file) || iteration === 0) createGradients(file);
-  else truncateGradients(file, iteration);
+  else truncateMetrics(file, iteration);
 }
 
 export function appendGradientRows(file: string, iteration: number, means: GradientMeans): void {
@@ -42,16 +43,6 @@ export function appendGradientRows(file: string, iteration: number, means: Gradi
     grad_norm: Number(means.norms[i].toPrecision(6)),
   }));
   writeFileAtomic(file, fs.readFileSync(file, 'utf8') + csvRecords(COLUMNS, rows));
-}
-
-/** Keeps the rows with iteration <= `iteration`, as truncateMetrics does. */
-export function truncateGradients(file: string, iteration: number): void {
-  const lines = fs
-    .readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((l) => l.length > 0);
-  const kept = [lines[0], ...lines.slice(1).filter((l) => Number.parseInt(l.split(',')[0], 10) <= iteration)];
-  writeFileAtomic(file, kept.join('\n') + '\n');
 }
 
 export function readGradients(dir: string): GradientRow[] | undefined {

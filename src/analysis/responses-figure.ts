@@ -1,6 +1,7 @@
 // Fig. 7's two panels: response std by layer index (top) and sorted by magnitude
 // (bottom); plain nets dashed, ResNets solid, one colour per depth as in `plot`.
 import type { TopLevelSpec } from 'vega-lite';
+import { DEPTH_COLOURS, SPARE_COLOURS } from '../report/figure';
 import type { LayerResponse } from './responses';
 
 export interface ResponseSeries {
@@ -11,15 +12,6 @@ export interface ResponseSeries {
   rows: LayerResponse[];
 }
 
-const DEPTH_COLOURS: Record<number, string> = {
-  20: '#ff7f0e',
-  32: '#1f77b4',
-  44: '#2ca02c',
-  56: '#d62728',
-  110: '#222222',
-  1202: '#9467bd',
-};
-
 /** Plain nets dashed, ResNets solid, as in Fig. 6. */
 export const VARIANT_DASH = {
   domain: ['plain', 'resnet'],
@@ -28,8 +20,6 @@ export const VARIANT_DASH = {
     [1, 0],
   ],
 };
-
-const SPARE_COLOURS = ['#8c564b', '#e377c2', '#17becf', '#bcbd22', '#7f7f7f', '#aec7e8'];
 
 /** The colour `plot` gives a depth in Fig. 6; other depths get distinct spare ones. */
 export function depthColour(depth: number): string {

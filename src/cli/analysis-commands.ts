@@ -3,7 +3,7 @@
 import { Command, Option } from 'commander';
 import * as path from 'node:path';
 import { collectAnalyses } from '../analysis/collect';
-import { renderFigure } from '../analysis/figure';
+import { renderFigure } from '../report/figure';
 import { buildGradientsSpec } from '../analysis/gradients-figure';
 import { lesionStudy, writeLesion } from '../analysis/lesion';
 import { buildLesionSpec, type LesionSeries } from '../analysis/lesion-figure';

@@ -44,7 +44,8 @@ export function appendMetricsRow(file: string, row: Row): void {
 /**
  * Keeps the header and the rows with iteration <= `iteration`: the rows that a
  * checkpoint at `iteration` already accounts for. Rows after it (written just before a
- * kill, before their checkpoint) will be computed again, identically.
+ * kill, before their checkpoint) will be computed again, identically. For every per-row
+ * file of a run whose first column is the iteration (metrics.csv, gradients.csv).
  */
 export function truncateMetrics(file: string, iteration: number): number {
   const lines = fs

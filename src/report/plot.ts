@@ -2,10 +2,10 @@
 // for plain nets and one for ResNets (and ResNet-110 vs 1202 when both exist);
 // training error thin dashed, test error bold, one colour per depth in every panel.
 // The figure is a vega-lite spec; vega renders it to SVG, resvg rasterizes that to PNG.
-import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
+import { DEPTH_COLOURS, pickFont, renderFigure, SPARE_COLOURS } from './figure';
 import type { RunRecord } from './runs';
 
 export interface PlotOptions {
@@ -41,15 +41,6 @@ interface Panel {
 
 // The paper's colours are not legible in print; these are distinct, and a depth
 // keeps its colour across panels so ResNet-56 can be found next to plain-56.
-const DEPTH_COLOURS: Record<number, string> = {
-  20: '#ff7f0e',
-  32: '#1f77b4',
-  44: '#2ca02c',
-  56: '#d62728',
-  110: '#222222',
-  1202: '#9467bd',
-};
-const SPARE_COLOURS = ['#8c564b', '#e377c2', '#17becf', '#bcbd22', '#7f7f7f', '#aec7e8'];
 
 const PANEL_WIDTH = 380;
 /** Legends go below their panel, in a row: inside, they would cover some curve. */
@@ -81,38 +72,7 @@ export async function plotFig6(
   options: PlotOptions = {},
 ): Promise<{ svg: string; png: string }> {
   const warn = options.warn ?? ((msg: string) => process.stderr.write(`warning: ${msg}\n`));
-  const spec = buildFig6Spec(runs, warn);
-  // Loaded here, not at the top: vega is large and only this command needs it.
-  const vega = await import('vega');
-  const vl = await import('vega-lite');
-  const { Resvg } = await import('@resvg/resvg-js');
-
-  const view = new vega.View(vega.parse(vl.compile(spec).spec), {
-    renderer: 'none',
-  });
-  const svgText = await view.toSVG();
-  view.finalize();
-
-  const font = pickFont();
-  const png = new Resvg(svgText, {
-    fitTo: { mode: 'zoom', value: 2 }, // 2x: sharp on screens and in documents
-    background: 'white',
-    font: {
-      loadSystemFonts: true,
-      defaultFontFamily: font,
-      sansSerifFamily: font,
-    },
-  })
-    .render()
-    .asPng();
-
-  const parsed = path.parse(path.resolve(outFile));
-  const base = path.join(parsed.dir, parsed.ext ? parsed.name : parsed.base);
-  fs.mkdirSync(parsed.dir, { recursive: true });
-  const out = { svg: `${base}.svg`, png: `${base}.png` };
-  fs.writeFileSync(out.svg, svgText);
-  fs.writeFileSync(out.png, png);
-  return out;
+  return renderFigure(buildFig6Spec(runs, warn), outFile);
 }
 
 /**
@@ -451,26 +411,4 @@ export function buildFig6Spec(runs: RunRecord[], warn: (msg: string) => void = (
       concat: { spacing: 28 },
     },
   };
-}
-
-let fontCache: string | undefined;
-/**
- * A font family resvg will find. Vega writes the family into the SVG, and text in
- * a family resvg cannot resolve may not be drawn, so prefer one fc-list reports.
- */
-function pickFont(): string {
-  if (fontCache) return fontCache;
-  const wanted = ['DejaVu Sans', 'Liberation Sans', 'Noto Sans', 'Arial', 'Helvetica'];
-  let installed = '';
-  try {
-    installed = execFileSync('fc-list', [':', 'family'], {
-      encoding: 'utf8',
-      timeout: 5000,
-    });
-  } catch {
-    // No fontconfig: keep the first choice; resvg also looks in the usual font folders.
-  }
-  const families = new Set(installed.split(/[\n,]/).map((f) => f.trim()));
-  fontCache = wanted.find((f) => families.has(f)) ?? wanted[0];
-  return fontCache;
 }

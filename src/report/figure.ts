@@ -1,15 +1,29 @@
-// Renders the analyses' vega-lite figures to SVG and PNG, the way `plot` renders Fig. 6
-// (src/report/plot.ts): vega draws the SVG, resvg rasterizes it at 2x. Kept apart from
-// plot.ts, which another change is reworking; the report embeds the same specs live.
+// Renders a vega-lite figure to SVG and PNG for every figure command (plot's Fig. 6 and the
+// analyses' figures): vega draws the SVG, resvg rasterizes it at 2x. The HTML report embeds
+// the same specs live. Also the one colour per depth that every figure uses.
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
 
+/** Fig. 6's colours for the paper's depths; other depths get distinct spare ones. */
+export const DEPTH_COLOURS: Record<number, string> = {
+  20: '#ff7f0e',
+  32: '#1f77b4',
+  44: '#2ca02c',
+  56: '#d62728',
+  110: '#222222',
+  1202: '#9467bd',
+};
+export const SPARE_COLOURS = ['#8c564b', '#e377c2', '#17becf', '#bcbd22', '#7f7f7f', '#aec7e8'];
+
 let fontCache: string | undefined;
 
-/** A sans-serif family that fontconfig has, for resvg (which has no default of its own). */
-function pickFont(): string {
+/**
+ * A sans-serif family that fontconfig has, for resvg (which has no default of its own): text
+ * in a family resvg cannot resolve may not be drawn.
+ */
+export function pickFont(): string {
   if (fontCache) return fontCache;
   const wanted = ['DejaVu Sans', 'Liberation Sans', 'Noto Sans', 'Arial', 'Helvetica'];
   let installed = '';
