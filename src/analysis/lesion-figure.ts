@@ -3,7 +3,7 @@
 // and with k random blocks deleted (mean and ± 1 std over the draws).
 import type { TopLevelSpec } from 'vega-lite';
 import type { LesionRow } from './lesion';
-import { depthColour, VARIANT_DASH } from './responses-figure';
+import { netColours, VARIANT_DASH } from './responses-figure';
 
 export interface LesionSeries {
   run: string;
@@ -14,12 +14,7 @@ export interface LesionSeries {
 
 export function buildLesionSpec(series: LesionSeries[]): TopLevelSpec {
   const nets = [...new Set(series.map((s) => `${s.variant}-${s.depth}`))].sort();
-  const colour = {
-    field: 'net',
-    type: 'nominal' as const,
-    title: null,
-    scale: { domain: nets, range: nets.map((n) => depthColour(Number(n.split('-')[1]))) },
-  };
+  const colour = netColours(nets);
   const dash = {
     field: 'variant',
     type: 'nominal' as const,

@@ -1,7 +1,7 @@
 // Fig. 7's two panels: response std by layer index (top) and sorted by magnitude
 // (bottom); plain nets dashed, ResNets solid, one colour per depth as in `plot`.
 import type { TopLevelSpec } from 'vega-lite';
-import { DEPTH_COLOURS, SPARE_COLOURS } from '../report/figure';
+import { depthColour } from '../report/figure';
 import type { LayerResponse } from './responses';
 
 export interface ResponseSeries {
@@ -21,9 +21,14 @@ export const VARIANT_DASH = {
   ],
 };
 
-/** The colour `plot` gives a depth in Fig. 6; other depths get distinct spare ones. */
-export function depthColour(depth: number): string {
-  return DEPTH_COLOURS[depth] ?? SPARE_COLOURS[Math.floor(depth / 6) % SPARE_COLOURS.length];
+/** A colour per net (`plain-20`, `resnet-56`, ...) by its depth, for a `color` channel on `net`. */
+export function netColours(nets: string[]) {
+  return {
+    field: 'net',
+    type: 'nominal' as const,
+    title: null,
+    scale: { domain: nets, range: nets.map((n) => depthColour(Number(n.split('-')[1]))) },
+  };
 }
 
 export function buildFig7Spec(series: ResponseSeries[]): TopLevelSpec {
@@ -40,12 +45,7 @@ export function buildFig7Spec(series: ResponseSeries[]): TopLevelSpec {
     }));
   });
   const nets = [...new Set(series.map((s) => `${s.variant}-${s.depth}`))].sort();
-  const colour = {
-    field: 'net',
-    type: 'nominal' as const,
-    title: null,
-    scale: { domain: nets, range: nets.map((n) => depthColour(Number(n.split('-')[1]))) },
-  };
+  const colour = netColours(nets);
   const panel = (x: 'layer' | 'rank', title: string) => ({
     width: 460,
     height: 200,

@@ -17,6 +17,11 @@ export const DEPTH_COLOURS: Record<number, string> = {
 };
 export const SPARE_COLOURS = ['#8c564b', '#e377c2', '#17becf', '#bcbd22', '#7f7f7f', '#aec7e8'];
 
+/** A depth's colour where one figure draws depths on their own (Fig. 6 hands out spares in order). */
+export function depthColour(depth: number): string {
+  return DEPTH_COLOURS[depth] ?? SPARE_COLOURS[Math.floor(depth / 6) % SPARE_COLOURS.length];
+}
+
 let fontCache: string | undefined;
 
 /**
