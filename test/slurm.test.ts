@@ -68,9 +68,16 @@ function jobInfo(id: string): Record<string, string> {
   );
 }
 
-/** A requeued task waits ~120 s (BeginTime); the test has no time for that. */
+/**
+ * A requeued task waits ~120 s (BeginTime); the test has no time for that. But not less
+ * than a second either: slurmd revokes the job's credential when it kills the task, with a
+ * time of whole seconds, and refuses a relaunch whose credential is of that same second
+ * ("Job 1 already killed, do not launch batch job" in slurmd.log; the task then ends FAILED,
+ * exit 1, with no output). Seen on a loaded machine, where PENDING comes within the second.
+ */
 async function startNow(id: string): Promise<void> {
   await until(`${id} to be pending again`, () => jobInfo(id).JobState === 'PENDING' || undefined, 60);
+  await sleep(1100);
   sh('scontrol', ['update', `JobId=${id}`, 'StartTime=now']);
 }
 
@@ -148,8 +155,8 @@ describe('grid on a local Slurm', { skip: installed ? false : missing, timeout: 
     const logs = path.join(results, 'tiny', 'logs');
     for (const [i, name] of NAMES.entries()) {
       const info = jobInfo(`${job}_${i}`);
-      assert.equal(info.JobState, 'COMPLETED', `task ${i}: ${JSON.stringify(info)}`);
       const log = fs.readFileSync(path.join(logs, `${job}_${i}.log`), 'utf8');
+      assert.equal(info.JobState, 'COMPLETED', `task ${i}: ${JSON.stringify(info)}\n${log}`);
       assert.match(log, new RegExp(`run ${i} of 0-2, from SLURM_ARRAY_TASK_ID`), log);
       assert.ok(fs.existsSync(path.join(results, 'tiny', name, 'summary.json')), `${name} finished`);
       if (i === 0) assert.equal(info.Restarts, '0');

@@ -22,12 +22,21 @@ export function requeueSelf(log: (line: string) => void, env: NodeJS.ProcessEnv 
     log('SIGUSR1 outside Slurm: checkpoint saved, not requeued; run the same command to resume');
     return false;
   }
-  const r = spawnSync('scontrol', ['requeue', id], { encoding: 'utf8', timeout: 60_000 });
+  // The requeue makes Slurm SIGTERM every process of the task, scontrol too (proctrack/pgid
+  // or cgroup), sometimes before it has reported success: it then looks failed although the
+  // task was requeued (seen on a loaded machine). Ignoring SIGTERM survives exec, so the
+  // shell's trap lets scontrol answer; SIGKILL after KillWait still ends it.
+  const r = spawnSync('sh', ['-c', 'trap "" TERM; exec scontrol requeue "$1"', 'sh', id], {
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
   if (r.status === 0) {
     log(`time limit near: checkpoint saved, Slurm task ${id} requeued; it resumes when Slurm starts it again`);
     return true;
   }
-  const why = (r.stderr || r.error?.message || `exit ${r.status}`).trim().split('\n')[0];
+  const why = (r.stderr || r.error?.message || (r.signal ? `killed by ${r.signal}` : `exit ${r.status}`))
+    .trim()
+    .split('\n')[0];
   log(`time limit near: checkpoint saved, but \`scontrol requeue ${id}\` failed (${why}); resubmit to resume`);
   return false;
 }
