@@ -11,7 +11,8 @@
         "native/batchnorm.cc",
         "native/elementwise.cc",
         "native/sgd.cc",
-        "native/mpi.cc"
+        "native/mpi.cc",
+        "native/peak.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

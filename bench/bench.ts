@@ -125,6 +125,19 @@ function torch(net: string): Measure | string {
   return { ...m, peak_rss_mib: rss ? Math.round(rss.peak_rss_kib / 1024) : undefined };
 }
 
+/**
+ * The FP32 FMA peak of `threads` threads (native/peak.cc), measured once a round beside the
+ * nets so that GFLOP/s can be read as a share of what this CPU can do at this moment.
+ */
+function fmaPeak(): { gflops: number; isa: string } | string {
+  const probe =
+    "const a = require('./src/engine/native/addon').loadAddon(); " +
+    `a.setThreads(${Number(threads)}); console.log(JSON.stringify(a.fmaPeak({ seconds: 1 })));`;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', probe], { cwd: ROOT, encoding: 'utf8' });
+  const line = r.stdout.split('\n').find((l) => l.includes('"gflops"'));
+  return line ? (JSON.parse(line) as { gflops: number; isa: string }) : r.stderr.trim().split('\n').pop() || 'no addon';
+}
+
 function available(column: string): boolean {
   const [engine, precision] = column.split('-');
   const probe =
@@ -173,7 +186,16 @@ function main(): void {
   const ratios: Record<string, Record<string, number[]>> = {};
   const extra: Record<string, Measure> = {};
   const failures: string[] = [];
+  const peaks: number[] = [];
+  let peakIsa = '';
   for (let r = 0; r < rounds; r++) {
+    const p = fmaPeak();
+    if (typeof p === 'string') failures.push(`FMA peak: ${p}`);
+    else {
+      peaks.push(p.gflops);
+      peakIsa = p.isa;
+      process.stderr.write(`round ${r + 1} FMA peak: ${p.gflops.toFixed(0)} GFLOP/s\n`);
+    }
     for (const net of nets) {
       const round: Record<string, number> = {};
       for (const side of [...engines, ...(haveTorch ? ['pytorch'] : [])]) {
@@ -199,6 +221,16 @@ function main(): void {
     }
   }
 
+  // Best of the rounds: the peak is what the CPU can do; a lower round had company.
+  const peak = peaks.length ? Math.max(...peaks) : NaN;
+  const ofPeak = (gf: number) =>
+    Number.isFinite(gf) ? `${gf.toFixed(0)}${peaks.length ? ` (${((100 * gf) / peak).toFixed(0)}%)` : ''}` : '-';
+  console.log(
+    peaks.length
+      ? `FP32 FMA peak of ${threads} threads (${peakIsa}, native/peak.cc): ${peak.toFixed(0)} GFLOP/s ` +
+          `(rounds ${Math.min(...peaks).toFixed(0)}-${peak.toFixed(0)}); GFLOP/s columns give (% of it)\n`
+      : 'FP32 FMA peak: not measured (no native addon)\n',
+  );
   const header = ['net', ...engines.flatMap((e) => [`${e} img/s`, `${e} GFLOP/s`, `${e} peak RSS`])];
   header.push('pytorch img/s', 'pytorch GFLOP/s', 'pytorch peak RSS');
   if (haveTorch) header.push(...engines.map((e) => `${e}/pytorch`));
@@ -213,13 +245,13 @@ function main(): void {
       const gf = m?.gflops && m.img_s_median ? (m.gflops / m.img_s_median) * med : NaN;
       row.push(
         med.toFixed(1),
-        gf.toFixed(0),
+        ofPeak(gf),
         m ? `${m.peak_rss_mib} MiB${m.tensors_flat ? '' : ' (tensors grew!)'}` : '-',
       );
     }
     const t = extra[`${net}/pytorch`] as (Measure & { train_gflops_median?: number }) | undefined;
     const tgf = t?.train_gflops_median ? (t.train_gflops_median / t.img_s_median) * torchMed : NaN;
-    row.push(torchMed.toFixed(1), tgf.toFixed(0), t?.peak_rss_mib ? `${t.peak_rss_mib} MiB` : '-');
+    row.push(torchMed.toFixed(1), ofPeak(tgf), t?.peak_rss_mib ? `${t.peak_rss_mib} MiB` : '-');
     if (haveTorch) {
       for (const e of engines) {
         const rs = ratios[net]?.[e];

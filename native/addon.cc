@@ -1,6 +1,7 @@
 // Module entry of the oneDNN engine: process-wide oneDNN state, threading and version
 // queries; the kernels themselves live in conv.cc, batchnorm.cc, elementwise.cc, sgd.cc,
-// and the MPI collectives of data-parallel training in mpi.cc.
+// the MPI collectives of data-parallel training in mpi.cc, and the
+// FMA peak measurement of the bench in peak.cc.
 #include <cstdlib>
 #include <memory>
 
@@ -95,6 +96,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   rn::initElementwise(env, exports);
   rn::initSgd(env, exports);
   rn::initMpi(env, exports);
+  rn::initPeak(env, exports);
   return exports;
 }
 

@@ -94,5 +94,6 @@ void initBatchNorm(Napi::Env env, Napi::Object exports);
 void initElementwise(Napi::Env env, Napi::Object exports);
 void initSgd(Napi::Env env, Napi::Object exports);
 void initMpi(Napi::Env env, Napi::Object exports);
+void initPeak(Napi::Env env, Napi::Object exports);
 
 }  // namespace rn

@@ -451,6 +451,28 @@ describe('native engine behaviour', { skip: skipReason }, () => {
     tf.dispose([w, v, g]);
   });
 
+  it('fmaPeak measures the FP32 FMA peak with the widest vectors the CPU has (the bench divides by it)', () => {
+    const addon = loadAddon();
+    const threads = addon.getThreads();
+    addon.setThreads(1);
+    try {
+      const p = addon.fmaPeak({ seconds: 0.2 });
+      const isa = addon.version();
+      // oneDNN names the same CPU's widest ISA: an AVX-512 one must give 16-lane FMAs.
+      assert.equal(p.isa, /avx512/.test(isa) ? 'avx512' : /avx2/.test(isa) ? 'avx2' : 'sse', isa);
+      assert.equal(p.threads, 1);
+      // 2 x lanes FLOP per FMA: any x86 core of the last 15 years does at least one FMA (or
+      // mul + add) a cycle at 1 GHz (a quarter of that is allowed for a busy machine), and
+      // none more than four 16-lane FMAs a cycle at 6 GHz.
+      const lanes = { avx512: 16, avx2: 8, sse: 4 }[p.isa]!;
+      assert.ok(p.gflops > 2 * lanes * 0.25 && p.gflops < 2 * 16 * 4 * 6, `${p.gflops} GFLOP/s`);
+      assert.ok(p.seconds > 0 && p.seconds < 1, `${p.seconds} s a slice`);
+      assert.throws(() => addon.fmaPeak({ seconds: 0 }), /seconds must be in \(0, 60\]/);
+    } finally {
+      addon.setThreads(threads);
+    }
+  });
+
   it('arrays returned by dataSync stay valid after the tensor is disposed and storage reused', async () => {
     await native().loadNativeEngine(2);
     const a = tf.tensor(rand(40000, 90));

@@ -92,6 +92,8 @@ export interface NativeAddon {
     bN: number,
   ): void;
   sgdUpdate(w: Float32Array, g: Float32Array, v: Float32Array, lr: number, momentum: number, weightDecay: number): void;
+  /** FP32 FMA peak of the thread team (native/peak.cc), measured for about `seconds`. */
+  fmaPeak(o: { seconds: number }): { gflops: number; threads: number; isa: string; seconds: number };
   /** True when built against OpenMPI (native/mpi.cc); the mpi* functions exist only then. */
   hasMpi: boolean;
   /** Initializes MPI on first call (MPI_THREAD_FUNNELED); then only queries. */
