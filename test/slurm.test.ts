@@ -9,7 +9,8 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { cli, readCsv, ROOT, tempDir, writeSyntheticCifar } from './helpers';
+import { ADDON_PATH, loadAddon } from '../src/engine/native/addon';
+import { BIN, cli, readCsv, ROOT, tempDir, writeSyntheticCifar } from './helpers';
 
 const SCRIPT = path.join(ROOT, 'scripts', 'slurm-local.sh');
 const installed =
@@ -200,5 +201,72 @@ describe('grid on a local Slurm', { skip: installed ? false : missing, timeout: 
         `${NAMES[i]}: the Slurm run's metrics equal the uninterrupted run's`,
       );
     }
+  });
+
+  // Issue 8 under Slurm: `srun -n 2` starts the ranks itself (PMIx, MpiDefault=pmix), without
+  // mpirun; they must train one run data-parallel exactly as `mpirun -np 2` does.
+  it('srun -n 2 trains one run data-parallel, with the same metrics as mpirun -np 2', (t) => {
+    if (unavailable) return t.skip(unavailable);
+    const noMpi =
+      spawnSync('mpirun', ['--version']).status !== 0
+        ? 'mpirun not found'
+        : !fs.existsSync(ADDON_PATH) || !loadAddon().hasMpi
+          ? 'the native engine was built without MPI'
+          : undefined;
+    if (noMpi && process.env.CI) throw new Error(`CI: ${noMpi}`);
+    if (noMpi) return t.skip(noMpi);
+    const args = (out: string) => [
+      BIN,
+      'run',
+      '--depth',
+      '8',
+      '--iterations',
+      '24',
+      '--eval-every',
+      '8',
+      '--batch',
+      '16',
+      '--threads',
+      '1',
+      '--data-dir',
+      data,
+      '--records-per-file',
+      String(RECORDS),
+      '--out',
+      out,
+    ];
+    const viaSrun = path.join(work, 'srun');
+    const s = spawnSync(
+      'srun',
+      ['-n', '2', '--cpus-per-task', '1', '--mem', '1G', process.execPath, ...args(viaSrun)],
+      {
+        env,
+        encoding: 'utf8',
+        timeout: 300_000,
+        cwd: ROOT,
+      },
+    );
+    assert.equal(s.status, 0, s.stderr);
+    assert.equal(s.stderr.split('\n').filter((l) => l.startsWith('finished')).length, 1, s.stderr);
+    const run = path.join(viaSrun, 'resnet-8-s1-it24');
+    assert.deepEqual(fs.readdirSync(viaSrun), ['resnet-8-s1-it24']);
+    const config = JSON.parse(fs.readFileSync(path.join(run, 'config.json'), 'utf8'));
+    assert.equal(config.world.size, 2);
+    assert.equal(config.world.launcher, 'srun');
+
+    const viaMpirun = path.join(work, 'mpirun');
+    const m = spawnSync(
+      'mpirun',
+      ['--allow-run-as-root', '--oversubscribe', '-np', '2', process.execPath, ...args(viaMpirun)],
+      {
+        encoding: 'utf8',
+        timeout: 300_000,
+        cwd: ROOT,
+      },
+    );
+    assert.equal(m.status, 0, m.stderr);
+    const figures = withoutTiming(path.join(run, 'metrics.csv'));
+    assert.equal(figures.length, 1 + 3);
+    assert.deepEqual(figures, withoutTiming(path.join(viaMpirun, 'resnet-8-s1-it24', 'metrics.csv')));
   });
 });
