@@ -209,9 +209,12 @@ describe('a run, killed and resumed', { skip }, () => {
     fs.writeFileSync(ckpt, bytes);
     oneLineError(cli(runArgs(out)), /checkpoint\.bin is unreadable.*--fresh/);
     assert.equal(fs.readFileSync(path.join(dir(out), 'metrics.csv'), 'utf8'), csv);
+    // Analyses of the old weights must not outlive them.
+    for (const f of ['responses.csv', 'lesion.csv']) fs.writeFileSync(path.join(dir(out), f), 'stale\n');
     const fresh = cli(runArgs(out, ['--fresh']));
     assert.equal(fresh.status, 0, fresh.stderr);
     assert.equal(readCsv(path.join(dir(out), 'metrics.csv')).length, 5);
+    for (const f of ['responses.csv', 'lesion.csv']) assert.ok(!fs.existsSync(path.join(dir(out), f)), `${f} removed`);
   });
 
   it('resuming with other settings is refused', () => {

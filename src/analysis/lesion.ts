@@ -14,10 +14,11 @@ import * as path from 'node:path';
 import { mulberry32 } from '../data/batches';
 import type { Block } from '../model/resnet';
 import { countErrors } from '../train/step';
+import { RUN_FILES } from '../experiment/run-folder';
 import { readCsv, writeCsv } from './csv';
 import { ANALYSIS_BATCH, forEachTestBatch, type TrainedRun } from './trained-run';
 
-export const LESION_FILE = 'lesion.csv';
+export const LESION_FILE = RUN_FILES.lesion;
 const COLUMNS = ['kind', 'k', 'block', 'downsampling', 'draws', 'error_mean', 'error_std', 'images'];
 
 export interface LesionRow {

@@ -11,10 +11,11 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ConvBn } from '../model/resnet';
+import { RUN_FILES } from '../experiment/run-folder';
 import { readCsv, writeCsv } from './csv';
 import { ANALYSIS_BATCH, forEachTestBatch, type TrainedRun } from './trained-run';
 
-export const RESPONSES_FILE = 'responses.csv';
+export const RESPONSES_FILE = RUN_FILES.responses;
 const COLUMNS = ['layer', 'name', 'std', 'iteration'];
 
 export interface LayerResponse {

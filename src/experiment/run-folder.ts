@@ -33,6 +33,9 @@ export const RUN_FILES = {
   summary: 'summary.json',
   failed: 'failed.json',
   gradients: GRADIENTS_FILE,
+  // Analyses of the trained weights (src/analysis/): stale once the run starts over.
+  responses: 'responses.csv',
+  lesion: 'lesion.csv',
 } as const;
 export type RunFile = keyof typeof RUN_FILES;
 
