@@ -38,7 +38,7 @@ function writeRun(root: string, run: FakeRun, sub = ''): string {
     shortcut: run.shortcut ?? 'A',
     seed: run.seed,
     params: 1000 * run.depth,
-    recipe: { iterations: run.iterations ?? 64000, lr: 0.1, batch: 128, evalEvery: 100 },
+    recipe: { iterations: run.iterations ?? 64000, milestones: [32000, 48000], lr: 0.1, batch: 128, evalEvery: 100 },
     engine: { name: 'cpu' },
   };
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
@@ -145,6 +145,7 @@ describe('loadRuns', () => {
       runs.map((r) => r.name),
       ['plain-20-s1', 'resnet-20-s1', 'resnet-56-s2'],
     );
+    assert.deepEqual(runs[0].milestones, [32000, 48000]); // plot marks the lr drops from these
     assert.equal(warnings.length, 3, warnings.join('\n'));
     for (const [w, name] of [
       [warnings.find((w) => w.includes('plain-32-s1')), 'JSON'],

@@ -16,7 +16,7 @@ function fakeRun(
   depth: number,
   seed: number,
   end: number,
-  opts: { iterations?: number; every?: number; start?: number; shortcut?: 'A' | 'B' } = {},
+  opts: { iterations?: number; every?: number; start?: number; shortcut?: 'A' | 'B'; milestones?: number[] } = {},
 ): RunRecord {
   const iterations = opts.iterations ?? 64000;
   const every = opts.every ?? 1000;
@@ -45,6 +45,9 @@ function fakeRun(
     seed,
     params: 1000,
     plannedIterations: iterations,
+    milestones: opts.milestones ?? [],
+    recipeKey: 'paper',
+    recipeTag: '',
     finished: true,
     rows,
   };
@@ -163,12 +166,8 @@ describe('buildFig6Spec', () => {
     assert.equal(title([fakeRun('plain', 20, 1, 45, { iterations: 4000, every: 100 })]), 'iter. (1e3)');
   });
 
-  it("marks the learning-rate drops of the runs' config.json with dotted rules", () => {
-    const run = fakeRun('plain', 20, 1, 6);
-    const dir = path.join(tmp, 'with-config');
-    fs.mkdirSync(dir, { recursive: true });
-    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ recipe: { milestones: [32000, 48000] } }));
-    const json = JSON.stringify(buildFig6Spec([{ ...run, dir }]));
+  it("marks the learning-rate drops of the runs' recipes with dotted rules", () => {
+    const json = JSON.stringify(buildFig6Spec([fakeRun('plain', 20, 1, 6, { milestones: [32000, 48000] })]));
     assert.match(
       json,
       /"data":\{"values":\[\{"iteration":32000\},\{"iteration":48000\}\]\},"mark":\{"type":"rule","strokeDash":\[1,3\]/,

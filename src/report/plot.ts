@@ -2,8 +2,6 @@
 // for plain nets and one for ResNets (and ResNet-110 vs 1202 when both exist);
 // training error thin dashed, test error bold, one colour per depth in every panel.
 // The figure is a vega-lite spec; vega renders it to SVG, resvg rasterizes that to PNG.
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
 import { DEPTH_COLOURS, pickFont, renderFigure, SPARE_COLOURS } from './figure';
 import type { RunRecord } from './runs';
@@ -178,23 +176,9 @@ function meanCurve(runs: RunRecord[], pick: (r: RunRecord['rows'][number]) => nu
     }));
 }
 
-/**
- * The learning-rate drops of a panel's runs, from their config.json (recipe.milestones):
- * the rows only show the lr after the drop, somewhere in an interval.
- */
+/** The learning-rate drops of a panel's runs: the rows only show the lr after the drop, somewhere in an interval. */
 function milestones(series: Series[], xMax: number): number[] {
-  const found = new Set<number>();
-  for (const run of series.flatMap((s) => s.runs)) {
-    try {
-      const cfg = JSON.parse(fs.readFileSync(path.join(run.dir, 'config.json'), 'utf8')) as {
-        recipe?: { milestones?: unknown };
-      };
-      const ms = cfg.recipe?.milestones;
-      if (Array.isArray(ms)) for (const m of ms) if (typeof m === 'number' && m > 0 && m < xMax) found.add(m);
-    } catch {
-      // loadRuns read this file already; a run without milestones just gets no marks.
-    }
-  }
+  const found = new Set(series.flatMap((s) => s.runs.flatMap((run) => run.milestones)).filter((m) => m < xMax));
   return [...found].sort((a, b) => a - b);
 }
 

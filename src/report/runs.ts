@@ -25,6 +25,8 @@ export interface RunRecord {
   params: number;
   /** recipe.iterations: the length of the schedule the run was started with. */
   plannedIterations: number;
+  /** recipe.milestones: the iterations where the learning rate drops (none if absent). */
+  milestones: number[];
   /**
    * Everything of the run's identity but the net and the seed (recipe, precision, data):
    * runs are seeds of one configuration only when this is equal (compare, plot).
@@ -154,6 +156,9 @@ function readRun(dir: string, warn: (msg: string) => void): RunRecord {
   const seed = int(config.seed, 'seed');
   const params = positiveInt(config.params, 'params');
   const plannedIterations = positiveInt(recipe.iterations, 'recipe.iterations');
+  const milestones = Array.isArray(recipe.milestones)
+    ? (recipe.milestones as unknown[]).filter((m): m is number => typeof m === 'number' && m > 0)
+    : [];
   const name = typeof config.name === 'string' ? config.name : path.basename(dir);
   const recipeKey = identityKey({ ...identityOfConfig(config), net: undefined, seed: undefined });
   const recipeTag = (['lr', 'batch', 'momentum', 'weightDecay', 'warmup', 'val'] as const)
@@ -183,6 +188,7 @@ function readRun(dir: string, warn: (msg: string) => void): RunRecord {
     seed,
     params,
     plannedIterations,
+    milestones,
     recipeKey,
     recipeTag,
     finished,
