@@ -1,6 +1,6 @@
 // Elementwise and data-movement loops: broadcasting binary ops, the fused residual
-// add+ReLU and its gradient, reductions over a block of contiguous axes, and the strided
-// copies that implement Slice, StridedSlice and Pad.
+// add+ReLU and its gradient, reductions over a block of contiguous axes, the strided
+// copies that implement Slice, StridedSlice and Pad, and option A's shortcut.
 //
 // Shapes arrive already reduced by the JS side to a few dims with explicit element
 // strides (0 for a broadcast dim), so one generic loop nest covers every case the model
@@ -217,6 +217,61 @@ Napi::Value StridedCopy(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
+// shortcutA({ src, dst, batch, height, width, channels, outChannels, backward }): option A's
+// shortcut in one pass instead of reshape + slice + pad (and their gradients). height, width
+// and channels are those of the block input x [N, H, W, C]; the output is
+// [N, H/2, W/2, outChannels] with x's even pixels in channels [lo, lo + C) and zeros around,
+// lo = (outChannels - C) / 2 rounded down. backward: src is dy of that output and dst is
+// dx [N, H, W, C]: dy's middle channels at the even pixels, zero at the others.
+Napi::Value ShortcutA(const Napi::CallbackInfo &info) {
+  if (info.Length() < 1 || !info[0].IsObject()) throw std::runtime_error("resnet_native: shortcutA({...})");
+  const Napi::Object o = info[0].As<Napi::Object>();
+  auto num = [&](const char *k) {
+    const Napi::Value v = o.Get(k);
+    if (!v.IsNumber()) throw std::runtime_error(std::string("resnet_native: shortcutA ") + k + " must be a number");
+    return v.As<Napi::Number>().Int64Value();
+  };
+  const int64_t n = num("batch"), h = num("height"), w = num("width"), c = num("channels"),
+                co = num("outChannels");
+  const bool backward = o.Get("backward").ToBoolean();
+  if (n < 1 || h < 2 || w < 2 || h % 2 || w % 2 || c < 1 || co < c) {
+    throw std::runtime_error("resnet_native: shortcutA needs even height and width and outChannels >= channels");
+  }
+  const int64_t oh = h / 2, ow = w / 2, lo = (co - c) / 2;
+  const int64_t small = n * oh * ow * co, large = n * h * w * c;
+  requireLen(o.Get("src"), backward ? small : large, "shortcutA src");
+  requireLen(o.Get("dst"), backward ? large : small, "shortcutA dst");
+  const float *src = f32(o.Get("src"), "shortcutA src");
+  float *dst = f32(o.Get("dst"), "shortcutA dst");
+  const int nt = large < kParallelMin ? 1 : omp_get_max_threads();
+  // One input row (n, y) of x at a time: even y pairs with output row y / 2, odd y has no
+  // output row (zero in dx).
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t r = 0; r < n * h; ++r) {
+    const int64_t b = r / h, y = r % h;
+    float *xRow = backward ? dst + r * w * c : nullptr;
+    const float *xIn = backward ? nullptr : src + r * w * c;
+    if (y % 2) {
+      if (backward) std::fill(xRow, xRow + w * c, 0.f);
+      continue;
+    }
+    const int64_t orow = (b * oh + y / 2) * ow * co;
+    for (int64_t x = 0; x < w; ++x) {
+      if (backward) {
+        float *px = xRow + x * c;
+        if (x % 2) std::fill(px, px + c, 0.f);
+        else std::copy(src + orow + (x / 2) * co + lo, src + orow + (x / 2) * co + lo + c, px);
+      } else if (x % 2 == 0) {
+        float *py = dst + orow + (x / 2) * co;
+        std::fill(py, py + lo, 0.f);
+        std::copy(xIn + x * c, xIn + x * c + c, py + lo);
+        std::fill(py + lo + c, py + co, 0.f);
+      }
+    }
+  }
+  return info.Env().Undefined();
+}
+
 // matmul(a, b, out, batch, M, N, K, aBatch, aM, aK, bBatch, bK, bN): out[batch, M, N] =
 // sum_k a[.., m, k] * b[.., k, n], inputs addressed by element strides (transposes and
 // batch broadcasting are strides). Only the small FC layer uses it, so a plain loop with
@@ -274,6 +329,7 @@ void initElementwise(Napi::Env env, Napi::Object exports) {
   exportFn<UnaryRelu<true>>(env, exports, "step");
   exportFn<ReduceMiddle>(env, exports, "reduceMiddle");
   exportFn<StridedCopy>(env, exports, "stridedCopy");
+  exportFn<ShortcutA>(env, exports, "shortcutA");
   exportFn<Fill>(env, exports, "fill");
   exportFn<Matmul>(env, exports, "matmul");
 }

@@ -13,7 +13,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import { loadAddon } from '../src/engine/native/addon';
 import * as nativeEngine from '../src/engine/native';
 import { convImplementations } from '../src/engine/native/kernels-conv';
-import { addRelu, batchNormInfer, batchNormTrain, conv2d } from '../src/engine/ops';
+import { addRelu, batchNormInfer, batchNormTrain, conv2d, shortcutA } from '../src/engine/ops';
 import { CifarNet } from '../src/model/resnet';
 import { Sgd } from '../src/train/sgd';
 import { trainStep } from '../src/train/step';
@@ -263,6 +263,30 @@ describe('native kernels vs cpu', { skip: skipReason }, () => {
         34,
       ),
     );
+  });
+
+  it('the fused option-A shortcut (ResnetShortcutA) and its gradient equal the reshape/slice/pad composition', async () => {
+    // ops.shortcutA runs the fused kernel on native and the composition above on cpu.
+    for (const [shape, out, seed] of [
+      [[3, 8, 6, 16], 32, 35], // the nets' case: width doubles, 8 zero channels each side
+      [[2, 4, 10, 3], 8, 36], // odd padding: 2 before, 3 after
+      [[1, 2, 2, 5], 5, 37], // no new channels
+    ] as [number[], number, number][]) {
+      await agree(`shortcutA ${shape} -> ${out}`, () =>
+        withGrads([tensor(shape, seed)], (x) => shortcutA(x as tf.Tensor4D, out), seed + 10),
+      );
+    }
+    await tf.setBackend('native');
+    const calls: string[] = [];
+    const x = tensor([2, 4, 4, 3], 38);
+    const profile = await tf.profile(() => tf.grad((t: tf.Tensor) => tf.sum(shortcutA(t as tf.Tensor4D, 6)))(x));
+    for (const k of profile.kernels) calls.push(k.name);
+    tf.dispose([x, profile.result as tf.Tensor]);
+    assert.ok(calls.includes('ResnetShortcutA') && calls.includes('ResnetShortcutAGrad'), calls.join(','));
+    assert.ok(!calls.some((k) => ['Slice', 'PadV2'].includes(k)), calls.join(','));
+    const odd = tf.zeros([1, 3, 4, 2]) as tf.Tensor4D;
+    assert.throws(() => shortcutA(odd, 4), /even height and width/);
+    odd.dispose();
   });
 
   it('slice, strided slice and pad with a constant', async () => {

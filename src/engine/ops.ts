@@ -20,6 +20,12 @@ export const BN_TRAIN_KERNEL = 'ResnetBatchNormTrain';
 /** y = relu(a + b) for two tensors of the same shape. inputs {a, b}; outputs [y]. */
 export const ADD_RELU_KERNEL = 'ResnetAddRelu';
 
+/**
+ * Option A's shortcut (see shortcutA). inputs {x}; attrs {outChannels}; outputs [y]. Its
+ * gradient kernel ResnetShortcutAGrad: inputs {dy}; attrs {outChannels, inShape}.
+ */
+export const SHORTCUT_A_KERNEL = 'ResnetShortcutA';
+
 export const BN_EPSILON = 1e-5;
 
 function fused(kernelName: string): boolean {
@@ -108,4 +114,31 @@ export function addRelu(a: tf.Tensor4D, b: tf.Tensor4D): tf.Tensor4D {
     return tf.engine().runKernel(ADD_RELU_KERNEL, { a, b }) as tf.Tensor4D;
   }
   return tf.relu(tf.add(a, b)) as tf.Tensor4D;
+}
+
+/**
+ * Option A shortcut: keep every second pixel (the ones the stride-2 conv is centred on)
+ * and zero-pad the new channels, half before and half after the old ones. No parameters.
+ */
+export function shortcutA(x: tf.Tensor4D, outChannels: number): tf.Tensor4D {
+  if (fused(SHORTCUT_A_KERNEL)) {
+    return tf.engine().runKernel(SHORTCUT_A_KERNEL, { x }, { outChannels }) as tf.Tensor4D;
+  }
+  // (tfjs has no gradient for stridedSlice: the subsampling is a reshape and a slice.)
+  const [batch, height, width, channels] = x.shape;
+  const pairs = tf.reshape(x, [batch, height / 2, 2, width / 2, 2 * channels]);
+  const sub = tf.reshape(tf.slice(pairs, [0, 0, 0, 0, 0], [batch, height / 2, 1, width / 2, channels]), [
+    batch,
+    height / 2,
+    width / 2,
+    channels,
+  ]) as tf.Tensor4D;
+  const extra = outChannels - channels;
+  const lo = Math.floor(extra / 2);
+  return tf.pad(sub, [
+    [0, 0],
+    [0, 0],
+    [0, 0],
+    [lo, extra - lo],
+  ]);
 }

@@ -16,7 +16,7 @@
 // Every conv -> BN (-> ReLU) unit goes through src/engine/ops.ts, so that an engine can
 // run it as one fused kernel.
 import * as tf from '@tensorflow/tfjs-core';
-import { addRelu, batchNormInfer, batchNormTrain, conv2d } from '../engine/ops';
+import { addRelu, batchNormInfer, batchNormTrain, conv2d, shortcutA } from '../engine/ops';
 
 export type Shortcut = 'A' | 'B';
 
@@ -260,26 +260,5 @@ export class CifarNet {
   }
 }
 
-/**
- * Option A shortcut: keep every second pixel (the ones the stride-2 conv is centred on)
- * and zero-pad the new channels, half before and half after the old ones. No parameters.
- */
-export function shortcutA(x: tf.Tensor4D, outChannels: number): tf.Tensor4D {
-  // (tfjs has no gradient for stridedSlice: the subsampling is a reshape and a slice.)
-  const [batch, height, width, channels] = x.shape;
-  const pairs = tf.reshape(x, [batch, height / 2, 2, width / 2, 2 * channels]);
-  const sub = tf.reshape(tf.slice(pairs, [0, 0, 0, 0, 0], [batch, height / 2, 1, width / 2, channels]), [
-    batch,
-    height / 2,
-    width / 2,
-    channels,
-  ]) as tf.Tensor4D;
-  const extra = outChannels - channels;
-  const lo = Math.floor(extra / 2);
-  return tf.pad(sub, [
-    [0, 0],
-    [0, 0],
-    [0, 0],
-    [lo, extra - lo],
-  ]);
-}
+/** Option A's shortcut (subsample + zero-pad) lives with the other hot units in the engine's ops. */
+export { shortcutA };

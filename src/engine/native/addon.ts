@@ -92,6 +92,18 @@ export interface NativeAddon {
     bN: number,
   ): void;
   sgdUpdate(w: Float32Array, g: Float32Array, v: Float32Array, lr: number, momentum: number, weightDecay: number): void;
+  /** Option A's shortcut (native/elementwise.cc); x is [batch, height, width, channels]. */
+  shortcutA(o: {
+    src: Float32Array;
+    dst: Float32Array;
+    batch: number;
+    height: number;
+    width: number;
+    channels: number;
+    outChannels: number;
+    /** src = dy [N, H/2, W/2, outChannels], dst = dx [N, H, W, C] */
+    backward: boolean;
+  }): void;
   /** FP32 FMA peak of the thread team (native/peak.cc), measured for about `seconds`. */
   fmaPeak(o: { seconds: number }): { gflops: number; threads: number; isa: string; seconds: number };
   /** True when built against OpenMPI (native/mpi.cc); the mpi* functions exist only then. */

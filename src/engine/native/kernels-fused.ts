@@ -2,7 +2,7 @@
 // loops (native/batchnorm.cc, native/elementwise.cc), with their gradients.
 import * as tf from '@tensorflow/tfjs-core';
 
-import { ADD_RELU_KERNEL, BN_TRAIN_KERNEL } from '../ops';
+import { ADD_RELU_KERNEL, BN_TRAIN_KERNEL, SHORTCUT_A_KERNEL } from '../ops';
 import { BinaryOp } from './addon';
 import { addon, alloc, allF32, type Backend, f32, fallback, need, output, size } from './util';
 
@@ -10,6 +10,8 @@ import { addon, alloc, allF32, type Backend, f32, fallback, need, output, size }
 export const BN_TRAIN_GRAD_KERNEL = 'ResnetBatchNormTrainGrad';
 /** dx = dy * (y > 0); inputs {dy, y}: the gradient through a ReLU given its output. */
 export const RELU_MASK_GRAD_KERNEL = 'ResnetReluMaskGrad';
+/** dx of ResnetShortcutA; inputs {dy}; attrs {outChannels, inShape}. */
+export const SHORTCUT_A_GRAD_KERNEL = 'ResnetShortcutAGrad';
 
 function channelsOf(x: tf.TensorInfo): { rows: number; channels: number } {
   const channels = x.shape[x.shape.length - 1];
@@ -91,6 +93,27 @@ const reluMaskGrad: tf.KernelFunc = ({ inputs, backend }) =>
     ...(need(inputs, 'dy', 'y') as [tf.TensorInfo, tf.TensorInfo]),
   );
 
+function runShortcutA(b: Backend, src: tf.TensorInfo, inShape: number[], outChannels: number, backward: boolean) {
+  const [batch, height, width, channels] = inShape;
+  const outShape = [batch, height / 2, width / 2, outChannels];
+  if (!allF32(b, src) || inShape.length !== 4 || !tf.util.arraysEqual(src.shape, backward ? outShape : inShape)) {
+    throw new Error(`${SHORTCUT_A_KERNEL}: needs float32 x [N, H, W, C] (dy [N, H/2, W/2, outChannels])`);
+  }
+  const dst = alloc(b, size(backward ? inShape : outShape));
+  addon().shortcutA({ src: f32(b, src), dst, batch, height, width, channels, outChannels, backward });
+  return output(b, backward ? inShape : outShape, dst);
+}
+
+const shortcutA: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+  const [x] = need(inputs, 'x');
+  return runShortcutA(backend as Backend, x, x.shape, attrs!.outChannels as number, false);
+};
+
+const shortcutAGrad: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+  const [dy] = need(inputs, 'dy');
+  return runShortcutA(backend as Backend, dy, attrs!.inShape as number[], attrs!.outChannels as number, true);
+};
+
 // tfjs FusedBatchNorm (tf.batchNorm): native when the statistics are per channel of the
 // last axis, which is what batchNormInfer passes.
 const fusedBatchNorm: tf.KernelFunc = (args) => {
@@ -124,6 +147,8 @@ export const fusedKernels: Record<string, tf.KernelFunc> = {
   [BN_TRAIN_GRAD_KERNEL]: bnTrainGrad,
   [ADD_RELU_KERNEL]: addRelu,
   [RELU_MASK_GRAD_KERNEL]: reluMaskGrad,
+  [SHORTCUT_A_KERNEL]: shortcutA,
+  [SHORTCUT_A_GRAD_KERNEL]: shortcutAGrad,
   FusedBatchNorm: fusedBatchNorm,
 };
 
@@ -156,6 +181,18 @@ export const fusedGradients: tf.GradConfig[] = [
       // Each input gets its own tensor handle (the tape may dispose them independently);
       // clone shares the storage, it copies nothing.
       return { a: () => g, b: () => tf.clone(g) };
+    },
+  },
+  {
+    kernelName: SHORTCUT_A_KERNEL,
+    inputsToSave: ['x'],
+    gradFunc: (dy, saved, attrs) => {
+      const [x] = saved;
+      const inShape = x.shape;
+      return {
+        x: () =>
+          tf.engine().runKernel(SHORTCUT_A_GRAD_KERNEL, { dy: dy as tf.Tensor }, { ...attrs, inShape }) as tf.Tensor,
+      };
     },
   },
 ];
