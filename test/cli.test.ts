@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { ADDON_PATH } from '../src/engine/native/addon';
 import { summarize } from '../src/model/summary';
-import { cli, cliUntil, readCsv, tempDir, writeSyntheticCifar } from './helpers';
+import { cli, cliUntil, metricsWithoutTiming, readCsv, tempDir, writeSyntheticCifar } from './helpers';
 
 const RECORDS = 64;
 const work = tempDir('resnet-exp-cli-');
@@ -32,14 +32,6 @@ const runArgs = (out: string, extra: string[] = []) => [
   out,
   ...extra,
 ];
-
-/** Columns that are measured, not computed: they differ between any two runs. */
-const TIMING = new Set(['elapsed_s', 'images_per_s']);
-function metricsWithoutTiming(file: string): string[][] {
-  const rows = readCsv(file);
-  const keep = rows[0].map((c, i) => (TIMING.has(c) ? -1 : i)).filter((i) => i >= 0);
-  return rows.map((r) => keep.map((i) => r[i]));
-}
 
 function oneLineError(r: { status: number | null; stderr: string }, pattern: RegExp): void {
   assert.equal(r.status, 1, `exit code; stderr: ${r.stderr}`);

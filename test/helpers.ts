@@ -87,3 +87,45 @@ export function readCsv(file: string): string[][] {
     .split('\n')
     .map((l) => l.split(','));
 }
+
+/** Columns that are measured, not computed: they differ between any two runs. */
+const TIMING = new Set(['elapsed_s', 'images_per_s']);
+
+/** metrics.csv without its timing columns: the figures a repeat or a resume must reproduce. */
+export function metricsWithoutTiming(file: string): string[][] {
+  const rows = readCsv(file);
+  const keep = rows[0].map((c, i) => (TIMING.has(c) ? -1 : i)).filter((i) => i >= 0);
+  return rows.map((r) => keep.map((i) => r[i]));
+}
+
+/**
+ * `run` of a tiny ResNet-8 on synthetic files (writeSyntheticCifar) on one thread: the
+ * data-parallel tests' run, `--batch 16` so that 2 ranks get 8 images each.
+ */
+export function tinyDataParallelRun(o: {
+  data: string;
+  records: number;
+  out: string;
+  iterations: number;
+  evalEvery: number;
+}): string[] {
+  return [
+    'run',
+    '--depth',
+    '8',
+    '--iterations',
+    String(o.iterations),
+    '--eval-every',
+    String(o.evalEvery),
+    '--batch',
+    '16',
+    '--threads',
+    '1',
+    '--data-dir',
+    o.data,
+    '--records-per-file',
+    String(o.records),
+    '--out',
+    o.out,
+  ];
+}

@@ -7,7 +7,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { ADDON_PATH, loadAddon } from '../src/engine/native/addon';
-import { BIN, cli, readCsv, ROOT, tempDir, writeSyntheticCifar } from './helpers';
+import {
+  BIN,
+  cli,
+  metricsWithoutTiming,
+  readCsv,
+  ROOT,
+  tempDir,
+  tinyDataParallelRun,
+  writeSyntheticCifar,
+} from './helpers';
 
 function missing(): string | false {
   if (spawnSync('mpirun', ['--version']).status !== 0) return 'mpirun not found (apt-get install openmpi-bin)';
@@ -22,28 +31,9 @@ if (why && process.env.CI) throw new Error(`CI: the MPI tests cannot run: ${why}
 const MPIRUN = ['--allow-run-as-root', '--oversubscribe', '-np', '2'];
 // A tiny run: depth 8, global batch 16 (8 per rank), 24 steps, a row every 4.
 const RECORDS = 256;
-const TIMING = ['elapsed_s', 'images_per_s'];
 
 function runArgs(data: string, out: string): string[] {
-  return [
-    'run',
-    '--depth',
-    '8',
-    '--iterations',
-    '24',
-    '--eval-every',
-    '4',
-    '--batch',
-    '16',
-    '--threads',
-    '1',
-    '--data-dir',
-    data,
-    '--records-per-file',
-    String(RECORDS),
-    '--out',
-    out,
-  ];
+  return tinyDataParallelRun({ data, records: RECORDS, out, iterations: 24, evalEvery: 4 });
 }
 
 function mpirun(args: string[]) {
@@ -56,9 +46,7 @@ function mpirun(args: string[]) {
 
 /** metrics.csv without its timing columns: the figures a repeat must reproduce. */
 function figures(out: string): string[][] {
-  const rows = readCsv(path.join(out, 'resnet-8-s1-it24', 'metrics.csv'));
-  const keep = rows[0].map((h, i) => (TIMING.includes(h) ? -1 : i)).filter((i) => i >= 0);
-  return rows.map((r) => keep.map((i) => r[i]));
+  return metricsWithoutTiming(path.join(out, 'resnet-8-s1-it24', 'metrics.csv'));
 }
 
 /** The pid of rank `rank` among mpirun's children (OpenMPI puts the rank in their environment). */

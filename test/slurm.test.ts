@@ -10,7 +10,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ADDON_PATH, loadAddon } from '../src/engine/native/addon';
-import { BIN, cli, readCsv, ROOT, tempDir, writeSyntheticCifar } from './helpers';
+import {
+  BIN,
+  cli,
+  metricsWithoutTiming,
+  readCsv,
+  ROOT,
+  tempDir,
+  tinyDataParallelRun,
+  writeSyntheticCifar,
+} from './helpers';
 
 const SCRIPT = path.join(ROOT, 'scripts', 'slurm-local.sh');
 const installed =
@@ -80,13 +89,6 @@ async function startNow(id: string): Promise<void> {
   await until(`${id} to be pending again`, () => jobInfo(id).JobState === 'PENDING' || undefined, 60);
   await sleep(1100);
   sh('scontrol', ['update', `JobId=${id}`, 'StartTime=now']);
-}
-
-const TIMING = new Set(['elapsed_s', 'images_per_s']);
-function withoutTiming(file: string): string[][] {
-  const r = readCsv(file);
-  const keep = r[0].map((c, i) => (TIMING.has(c) ? -1 : i)).filter((i) => i >= 0);
-  return r.map((row) => keep.map((i) => row[i]));
 }
 
 describe('grid on a local Slurm', { skip: installed ? false : missing, timeout: 600_000 }, () => {
@@ -196,8 +198,8 @@ describe('grid on a local Slurm', { skip: installed ? false : missing, timeout: 
       const made = cli([...args, '--out', ref]);
       assert.equal(made.status, 0, made.stderr);
       assert.deepEqual(
-        withoutTiming(path.join(results, 'tiny', NAMES[i], 'metrics.csv')),
-        withoutTiming(path.join(ref, NAMES[i], 'metrics.csv')),
+        metricsWithoutTiming(path.join(results, 'tiny', NAMES[i], 'metrics.csv')),
+        metricsWithoutTiming(path.join(ref, NAMES[i], 'metrics.csv')),
         `${NAMES[i]}: the Slurm run's metrics equal the uninterrupted run's`,
       );
     }
@@ -217,23 +219,7 @@ describe('grid on a local Slurm', { skip: installed ? false : missing, timeout: 
     if (noMpi) return t.skip(noMpi);
     const args = (out: string) => [
       BIN,
-      'run',
-      '--depth',
-      '8',
-      '--iterations',
-      '24',
-      '--eval-every',
-      '8',
-      '--batch',
-      '16',
-      '--threads',
-      '1',
-      '--data-dir',
-      data,
-      '--records-per-file',
-      String(RECORDS),
-      '--out',
-      out,
+      ...tinyDataParallelRun({ data, records: RECORDS, out, iterations: 24, evalEvery: 8 }),
     ];
     const viaSrun = path.join(work, 'srun');
     const s = spawnSync(
@@ -265,8 +251,8 @@ describe('grid on a local Slurm', { skip: installed ? false : missing, timeout: 
       },
     );
     assert.equal(m.status, 0, m.stderr);
-    const figures = withoutTiming(path.join(run, 'metrics.csv'));
+    const figures = metricsWithoutTiming(path.join(run, 'metrics.csv'));
     assert.equal(figures.length, 1 + 3);
-    assert.deepEqual(figures, withoutTiming(path.join(viaMpirun, 'resnet-8-s1-it24', 'metrics.csv')));
+    assert.deepEqual(figures, metricsWithoutTiming(path.join(viaMpirun, 'resnet-8-s1-it24', 'metrics.csv')));
   });
 });
