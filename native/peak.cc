@@ -71,7 +71,7 @@ Napi::Value FmaPeak(const Napi::CallbackInfo &info) {
   if (!(target > 0 && target <= 60)) throw std::runtime_error("resnet_native: fmaPeak seconds must be in (0, 60]");
   const Isa isa = widest();
   float sink = 0;
-  // Slices of about a fifth of `seconds`, 5 of them, the best kept: the 2-core machine has
+  // Slices of a tenth to a fifth of `seconds`, 5 of them, the best kept: the 2-core machine has
   // other tenants, and a slice they interrupted is not the peak.
   int64_t iters = 1 << 12;
   while (timed(isa, iters, sink) < target / 10) iters *= 2;
