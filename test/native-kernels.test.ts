@@ -13,7 +13,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import { loadAddon } from '../src/engine/native/addon';
 import * as nativeEngine from '../src/engine/native';
 import { convImplementations } from '../src/engine/native/kernels-conv';
-import { addRelu, batchNormInfer, batchNormTrain, conv2d, shortcutA } from '../src/engine/ops';
+import { addRelu, batchNormAddRelu, batchNormInfer, batchNormTrain, conv2d, shortcutA } from '../src/engine/ops';
 import { CifarNet } from '../src/model/resnet';
 import { Sgd } from '../src/train/sgd';
 import { trainStep } from '../src/train/step';
@@ -132,6 +132,30 @@ describe('native kernels vs cpu', { skip: skipReason }, () => {
           (x, f) => tf.conv2d(x as tf.Tensor4D, f as tf.Tensor4D, 2, pad),
           6,
         ),
+      );
+    });
+  }
+
+  for (const shape of [
+    [3, 7, 9, 16],
+    [5, 4, 4, 3],
+  ]) {
+    it(`batchNormAddRelu [${shape}] (ResnetBatchNormAddRelu): y, mean, variance and the gradients of x, gamma, beta and the residual`, async () => {
+      const c = shape[3];
+      // On cpu: batchNormTrain then addRelu; on native: one kernel each way.
+      await agree(
+        'bn+add+relu',
+        () => {
+          const x = tf.add(tensor(shape, 13, 2), 0.5);
+          const gamma = tf.add(tensor([c], 14), 1.5);
+          const beta = tensor([c], 15);
+          const res = tensor(shape, 16);
+          const f = (a: tf.Tensor, g: tf.Tensor, b: tf.Tensor, r: tf.Tensor) =>
+            batchNormAddRelu(a as tf.Tensor4D, g as tf.Tensor1D, b as tf.Tensor1D, r as tf.Tensor4D);
+          const out = f(x, gamma, beta, res);
+          return [out.mean, out.variance, ...withGrads([x, gamma, beta, res], (a, g, b, r) => f(a, g, b, r).y, 17)];
+        },
+        2e-4,
       );
     });
   }
@@ -367,8 +391,11 @@ describe('native kernels vs cpu', { skip: skipReason }, () => {
 });
 
 /** A few steps of a depth-8 ResNet repeating one batch: losses, tensor counts, pool bytes. */
-async function smallTraining(steps: number, precision: 'fp32' | 'bf16' = 'fp32') {
+async function smallTraining(steps: number, precision: 'fp32' | 'bf16' = 'fp32', withoutKernels: string[] = []) {
   const engine = await native().loadNativeEngine(2, precision);
+  // Kernels taken away make ops.ts use its tfjs composition instead (restored below).
+  const removed = withoutKernels.map((k) => tf.getKernel(k, 'native')!);
+  for (const k of removed) tf.unregisterKernel(k.kernelName, 'native');
   const net = new CifarNet({ depth: 8, plain: false, shortcut: 'A' }, 3);
   const sgd = new Sgd(net.params, (n: string) => net.decayed(n), { momentum: 0.9, weightDecay: 1e-4 }, engine);
   const x = rand(4 * 32 * 32 * 3, 70);
@@ -381,10 +408,12 @@ async function smallTraining(steps: number, precision: 'fp32' | 'bf16' = 'fp32')
     tensors.push(tf.memory().numTensors);
     pool.push((tf.backend() as unknown as { poolBytes(): number }).poolBytes());
   }
+  for (const k of removed) tf.registerKernel(k);
+  const weights = [...net.params.values()].map((v) => Array.from(v.dataSync()));
   sgd.dispose();
   net.dispose();
   await native().loadNativeEngine(2); // back to fp32 for the other tests
-  return { losses, tensors, pool };
+  return { losses, tensors, pool, weights };
 }
 
 describe('native engine behaviour', { skip: skipReason }, () => {
@@ -402,7 +431,13 @@ describe('native engine behaviour', { skip: skipReason }, () => {
           beta as tf.Tensor1D,
           false,
         ).y;
-        return tf.sum(addRelu(y, x as tf.Tensor4D)) as tf.Scalar;
+        const end = batchNormAddRelu(
+          conv2d(y, w as tf.Tensor4D, 1),
+          gamma as tf.Tensor1D,
+          beta as tf.Tensor1D,
+          x as tf.Tensor4D,
+        ).y;
+        return tf.sum(addRelu(end, x as tf.Tensor4D)) as tf.Scalar;
       });
       tf.dispose([value, ...Object.values(grads)]);
     });
@@ -415,6 +450,8 @@ describe('native engine behaviour', { skip: skipReason }, () => {
       'ResnetBatchNormTrainGrad',
       'ResnetAddRelu',
       'ResnetReluMaskGrad',
+      'ResnetBatchNormAddRelu',
+      'ResnetBatchNormAddReluGrad',
     ]) {
       assert.ok(names.has(k), `kernel ${k} not used (used: ${[...names].join(', ')})`);
     }
@@ -453,6 +490,15 @@ describe('native engine behaviour', { skip: skipReason }, () => {
     const a = await smallTraining(3);
     const b = await smallTraining(3);
     assert.deepEqual(a.losses, b.losses);
+  });
+
+  it('the fused block end (BN + shortcut + ReLU) and option-A kernels change no bit of training', async () => {
+    // Same float operations in the same order as BN, then addRelu, and slice + pad: so runs
+    // started before these kernels existed resume with identical figures.
+    const fused = await smallTraining(3);
+    const composed = await smallTraining(3, 'fp32', ['ResnetBatchNormAddRelu', 'ResnetShortcutA']);
+    assert.deepEqual(fused.losses, composed.losses);
+    assert.deepEqual(fused.weights, composed.weights);
   });
 
   it('sgdUpdate updates weights and velocity in place', async () => {

@@ -13,10 +13,10 @@
 // identity, except where a stage starts (map halved, width doubled): option A subsamples
 // and zero-pads the new channels (no parameters), option B uses a 1x1 stride-2 conv + BN.
 //
-// Every conv -> BN (-> ReLU) unit goes through src/engine/ops.ts, so that an engine can
-// run it as one fused kernel.
+// Every conv -> BN (-> + shortcut) (-> ReLU) unit goes through src/engine/ops.ts, so that
+// an engine can run it as one fused kernel.
 import * as tf from '@tensorflow/tfjs-core';
-import { addRelu, batchNormInfer, batchNormTrain, conv2d, shortcutA } from '../engine/ops';
+import { addRelu, batchNormAddRelu, batchNormInfer, batchNormTrain, conv2d, shortcutA } from '../engine/ops';
 
 export type Shortcut = 'A' | 'B';
 
@@ -202,19 +202,23 @@ export class CifarNet {
    */
   forward(x: tf.Tensor4D, training: boolean, stats?: BatchStats[], hooks?: ForwardHooks): tf.Tensor2D {
     const p = (name: string) => this.params.get(name) as tf.Tensor;
-    const unit = (u: ConvBn, input: tf.Tensor4D, relu: boolean): tf.Tensor4D => {
+    // conv -> BN (-> + residual) (-> ReLU); a residual comes only with the ReLU (a block's end).
+    const unit = (u: ConvBn, input: tf.Tensor4D, relu: boolean, residual?: tf.Tensor4D): tf.Tensor4D => {
       const z = conv2d(input, p(u.name + '/w') as tf.Tensor4D, u.stride);
       const gamma = p(u.name + '/gamma') as tf.Tensor1D;
       const beta = p(u.name + '/beta') as tf.Tensor1D;
       if (!training) {
         const mean = this.runningStats.get(u.name + '/running_mean') as tf.Tensor1D;
         const variance = this.runningStats.get(u.name + '/running_var') as tf.Tensor1D;
-        if (!hooks?.response) return batchNormInfer(z, gamma, beta, mean, variance, relu);
+        if (!hooks?.response && !residual) return batchNormInfer(z, gamma, beta, mean, variance, relu);
         const y = batchNormInfer(z, gamma, beta, mean, variance, false);
-        hooks.response(u, y);
+        hooks?.response?.(u, y);
+        if (residual) return addRelu(y, residual);
         return relu ? tf.relu(y) : y;
       }
-      const out = batchNormTrain(z, gamma, beta, relu, undefined, this.bnShards);
+      const out = residual
+        ? batchNormAddRelu(z, gamma, beta, residual, undefined, this.bnShards)
+        : batchNormTrain(z, gamma, beta, relu, undefined, this.bnShards);
       stats?.push({
         name: u.name,
         mean: out.mean,
@@ -237,8 +241,7 @@ export class CifarNet {
         h = unit(b.conv2, r, true);
         continue;
       }
-      const f = unit(b.conv2, r, false);
-      h = addRelu(f, this.shortcut(b, h, unit));
+      h = unit(b.conv2, r, true, this.shortcut(b, h, unit));
     }
     const pooled = tf.mean(h, [1, 2]) as tf.Tensor2D;
     return tf.add(tf.matMul(pooled, p('fc/w') as tf.Tensor2D), p('fc/b')) as tf.Tensor2D;

@@ -26,6 +26,8 @@ export interface NativeAddon {
     channels: number,
     epsilon: number,
     relu: boolean,
+    /** y = relu?(BN(x) + residual): the end of a residual block */
+    residual?: Float32Array | null,
   ): void;
   bnTrainBackward(
     dy: Float32Array,
@@ -41,6 +43,8 @@ export interface NativeAddon {
     channels: number,
     epsilon: number,
     relu: boolean,
+    /** receives dy masked by the ReLU: the gradient of the forward's residual */
+    g?: Float32Array | null,
   ): void;
   bnInfer(
     x: Float32Array,

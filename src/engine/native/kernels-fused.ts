@@ -2,12 +2,17 @@
 // loops (native/batchnorm.cc, native/elementwise.cc), with their gradients.
 import * as tf from '@tensorflow/tfjs-core';
 
-import { ADD_RELU_KERNEL, BN_TRAIN_KERNEL, SHORTCUT_A_KERNEL } from '../ops';
+import { ADD_RELU_KERNEL, BN_ADD_RELU_KERNEL, BN_TRAIN_KERNEL, SHORTCUT_A_KERNEL } from '../ops';
 import { BinaryOp } from './addon';
 import { addon, alloc, allF32, type Backend, f32, fallback, need, output, size } from './util';
 
 /** [dx, dgamma, dbeta] of ResnetBatchNormTrain; inputs {dy, x, y, gamma, mean, variance}. */
 export const BN_TRAIN_GRAD_KERNEL = 'ResnetBatchNormTrainGrad';
+/**
+ * [dx, dgamma, dbeta, dresidual] of ResnetBatchNormAddRelu; inputs {dy, x, y, gamma, mean,
+ * variance}: BN's gradient with the ReLU mask, which is also the residual's gradient.
+ */
+export const BN_ADD_RELU_GRAD_KERNEL = 'ResnetBatchNormAddReluGrad';
 /** dx = dy * (y > 0); inputs {dy, y}: the gradient through a ReLU given its output. */
 export const RELU_MASK_GRAD_KERNEL = 'ResnetReluMaskGrad';
 /** dx of ResnetShortcutA; inputs {dy}; attrs {outChannels, inShape}. */
@@ -18,12 +23,17 @@ function channelsOf(x: tf.TensorInfo): { rows: number; channels: number } {
   return { rows: size(x.shape) / channels, channels };
 }
 
-const bnTrain: tf.KernelFunc = ({ inputs, backend, attrs }) => {
-  const b = backend as Backend;
+/** BN in training mode, then the ReLU, and before it the residual if there is one. */
+function runBnTrain(b: Backend, inputs: tf.NamedTensorInfoMap, epsilon: number, relu: boolean, withResidual: boolean) {
   const [x, gamma, beta] = need(inputs, 'x', 'gamma', 'beta');
+  const residual = withResidual ? need(inputs, 'residual')[0] : undefined;
   const { rows, channels } = channelsOf(x);
-  if (!allF32(b, x, gamma, beta) || size(gamma.shape) !== channels || size(beta.shape) !== channels) {
-    throw new Error(`${BN_TRAIN_KERNEL}: needs float32 x [..., C] and gamma, beta of size C`);
+  const shapesOk =
+    size(gamma.shape) === channels &&
+    size(beta.shape) === channels &&
+    (!residual || tf.util.arraysEqual(residual.shape, x.shape));
+  if (!allF32(b, x, gamma, beta, residual) || !shapesOk) {
+    throw new Error(`${BN_TRAIN_KERNEL}: needs float32 x [..., C], gamma and beta of size C (and a residual like x)`);
   }
   const y = alloc(b, size(x.shape));
   const mean = new Float32Array(channels);
@@ -37,20 +47,33 @@ const bnTrain: tf.KernelFunc = ({ inputs, backend, attrs }) => {
     variance,
     rows,
     channels,
-    attrs!.epsilon as number,
-    Boolean(attrs!.relu),
+    epsilon,
+    relu,
+    residual ? f32(b, residual) : null,
   );
   return [output(b, x.shape, y), output(b, [channels], mean), output(b, [channels], variance)];
-};
+}
 
-const bnTrainGrad: tf.KernelFunc = ({ inputs, backend, attrs }) => {
-  const b = backend as Backend;
+const bnTrain: tf.KernelFunc = ({ inputs, backend, attrs }) =>
+  runBnTrain(backend as Backend, inputs, attrs!.epsilon as number, Boolean(attrs!.relu), false);
+
+const bnAddRelu: tf.KernelFunc = ({ inputs, backend, attrs }) =>
+  runBnTrain(backend as Backend, inputs, attrs!.epsilon as number, true, true);
+
+/** [dx, dgamma, dbeta] of BN (+ ReLU), and with `emitMasked` also the masked dy. */
+function runBnTrainGrad(
+  b: Backend,
+  inputs: tf.NamedTensorInfoMap,
+  epsilon: number,
+  relu: boolean,
+  emitMasked: boolean,
+) {
   const [dy, x, y, gamma, mean, variance] = need(inputs, 'dy', 'x', 'y', 'gamma', 'mean', 'variance');
   const { rows, channels } = channelsOf(x);
   const dx = alloc(b, size(x.shape));
   const dgamma = new Float32Array(channels);
   const dbeta = new Float32Array(channels);
-  const relu = Boolean(attrs!.relu);
+  const g = emitMasked ? alloc(b, size(x.shape)) : null;
   addon().bnTrainBackward(
     f32(b, dy),
     f32(b, x),
@@ -63,11 +86,19 @@ const bnTrainGrad: tf.KernelFunc = ({ inputs, backend, attrs }) => {
     dbeta,
     rows,
     channels,
-    attrs!.epsilon as number,
+    epsilon,
     relu,
+    g,
   );
-  return [output(b, x.shape, dx), output(b, [channels], dgamma), output(b, [channels], dbeta)];
-};
+  const out = [output(b, x.shape, dx), output(b, [channels], dgamma), output(b, [channels], dbeta)];
+  return g ? [...out, output(b, x.shape, g)] : out;
+}
+
+const bnTrainGrad: tf.KernelFunc = ({ inputs, backend, attrs }) =>
+  runBnTrainGrad(backend as Backend, inputs, attrs!.epsilon as number, Boolean(attrs!.relu), false);
+
+const bnAddReluGrad: tf.KernelFunc = ({ inputs, backend, attrs }) =>
+  runBnTrainGrad(backend as Backend, inputs, attrs!.epsilon as number, true, true);
 
 function sameShapeBinary(op: number, backend: Backend, a: tf.TensorInfo, c: tf.TensorInfo): tf.TensorInfo {
   const n = size(a.shape);
@@ -145,6 +176,8 @@ const fusedBatchNorm: tf.KernelFunc = (args) => {
 export const fusedKernels: Record<string, tf.KernelFunc> = {
   [BN_TRAIN_KERNEL]: bnTrain,
   [BN_TRAIN_GRAD_KERNEL]: bnTrainGrad,
+  [BN_ADD_RELU_KERNEL]: bnAddRelu,
+  [BN_ADD_RELU_GRAD_KERNEL]: bnAddReluGrad,
   [ADD_RELU_KERNEL]: addRelu,
   [RELU_MASK_GRAD_KERNEL]: reluMaskGrad,
   [SHORTCUT_A_KERNEL]: shortcutA,
@@ -170,6 +203,19 @@ export const fusedGradients: tf.GradConfig[] = [
         .engine()
         .runKernel(BN_TRAIN_GRAD_KERNEL, { dy, x, y, gamma, mean, variance }, attrs) as tf.Tensor[];
       return { x: () => dx, gamma: () => dgamma, beta: () => dbeta };
+    },
+  },
+  {
+    kernelName: BN_ADD_RELU_KERNEL,
+    inputsToSave: ['x', 'gamma'],
+    outputsToSave: [true, true, true],
+    gradFunc: (dys, saved, attrs) => {
+      const dy = (dys as tf.Tensor[])[0];
+      const [x, gamma, y, mean, variance] = saved;
+      const [dx, dgamma, dbeta, dresidual] = tf
+        .engine()
+        .runKernel(BN_ADD_RELU_GRAD_KERNEL, { dy, x, y, gamma, mean, variance }, attrs) as tf.Tensor[];
+      return { x: () => dx, gamma: () => dgamma, beta: () => dbeta, residual: () => dresidual };
     },
   },
   {
