@@ -185,39 +185,33 @@ export const fusedKernels: Record<string, tf.KernelFunc> = {
   FusedBatchNorm: fusedBatchNorm,
 };
 
-/**
- * Gradients of the fused kernels. The BN gradient kernel computes dx, dgamma and dbeta in
- * one pass over the activations, so it runs once, eagerly, when the tape reaches the node;
- * the per-input closures only hand out its results (the tape calls each exactly once).
- */
-export const fusedGradients: tf.GradConfig[] = [
-  {
-    kernelName: BN_TRAIN_KERNEL,
+/** BN's gradient; at a block's end (a residual input) the kernel's 4th output is its gradient. */
+function bnGradient(kernelName: string, gradKernel: string): tf.GradConfig {
+  return {
+    kernelName,
     inputsToSave: ['x', 'gamma'],
     outputsToSave: [true, true, true],
     gradFunc: (dys, saved, attrs) => {
       // Only y feeds the loss; the mean/variance outputs' dy are unused zeros.
       const dy = (dys as tf.Tensor[])[0];
       const [x, gamma, y, mean, variance] = saved;
-      const [dx, dgamma, dbeta] = tf
-        .engine()
-        .runKernel(BN_TRAIN_GRAD_KERNEL, { dy, x, y, gamma, mean, variance }, attrs) as tf.Tensor[];
-      return { x: () => dx, gamma: () => dgamma, beta: () => dbeta };
-    },
-  },
-  {
-    kernelName: BN_ADD_RELU_KERNEL,
-    inputsToSave: ['x', 'gamma'],
-    outputsToSave: [true, true, true],
-    gradFunc: (dys, saved, attrs) => {
-      const dy = (dys as tf.Tensor[])[0];
-      const [x, gamma, y, mean, variance] = saved;
       const [dx, dgamma, dbeta, dresidual] = tf
         .engine()
-        .runKernel(BN_ADD_RELU_GRAD_KERNEL, { dy, x, y, gamma, mean, variance }, attrs) as tf.Tensor[];
-      return { x: () => dx, gamma: () => dgamma, beta: () => dbeta, residual: () => dresidual };
+        .runKernel(gradKernel, { dy, x, y, gamma, mean, variance }, attrs) as tf.Tensor[];
+      const grads = { x: () => dx, gamma: () => dgamma, beta: () => dbeta };
+      return dresidual ? { ...grads, residual: () => dresidual } : grads;
     },
-  },
+  };
+}
+
+/**
+ * Gradients of the fused kernels. The BN gradient kernel computes dx, dgamma and dbeta in
+ * one pass over the activations, so it runs once, eagerly, when the tape reaches the node;
+ * the per-input closures only hand out its results (the tape calls each exactly once).
+ */
+export const fusedGradients: tf.GradConfig[] = [
+  bnGradient(BN_TRAIN_KERNEL, BN_TRAIN_GRAD_KERNEL),
+  bnGradient(BN_ADD_RELU_KERNEL, BN_ADD_RELU_GRAD_KERNEL),
   {
     kernelName: ADD_RELU_KERNEL,
     outputsToSave: [true],
