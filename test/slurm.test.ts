@@ -2,6 +2,7 @@
 // experiment, submitted unchanged with sbatch; one task requeued from outside midway
 // (SIGTERM path), one warned with SIGUSR1 (the time-limit path: it checkpoints and requeues
 // itself). Every run must end with the metrics of the same run made by `resnet-exp run`.
+// And `srun -n 2` (no mpirun) trains one run data-parallel as `mpirun -np 2` does.
 // Brings the local Slurm up if it is not (and down again after); skips when Slurm is not
 // installed, except under CI, where that is a failure.
 import assert from 'node:assert/strict';
