@@ -228,20 +228,29 @@ export class CifarNet {
       return out.y;
     };
 
-    let h = unit(this.arch.stem, x, true);
-    for (const b of this.arch.blocks) {
+    const block = (b: Block, h: tf.Tensor4D): tf.Tensor4D => {
       if (hooks?.deleted?.has(b.name)) {
         // Option A's shortcut of a (non-negative) ReLU output needs no ReLU; a projection does.
-        if (b.shortcut === 'B') h = tf.relu(this.shortcut(b, h, unit));
-        else if (b.shortcut !== 'none') h = this.shortcut(b, h, unit);
-        continue;
+        if (b.shortcut === 'B') return tf.relu(this.shortcut(b, h, unit));
+        return b.shortcut === 'none' ? h : this.shortcut(b, h, unit);
       }
       const r = unit(b.conv1, h, true);
-      if (b.shortcut === 'none') {
-        h = unit(b.conv2, r, true);
+      if (b.shortcut === 'none') return unit(b.conv2, r, true);
+      return unit(b.conv2, r, true, this.shortcut(b, h, unit));
+    };
+
+    let h = unit(this.arch.stem, x, true);
+    for (const b of this.arch.blocks) {
+      if (training || hooks?.response) {
+        h = block(b, h); // training: the tape needs every activation; responses read them
         continue;
       }
-      h = unit(b.conv2, r, true, this.shortcut(b, h, unit));
+      // Inference keeps only each block's output: otherwise every activation of a 500-image
+      // evaluation batch lives until the caller's tidy (~10 GB at depth 110, and the pool's
+      // growth made evaluation twice as slow per image there as at depth 20).
+      const next = tf.tidy(() => block(b, h));
+      if (next !== h) h.dispose();
+      h = next;
     }
     const pooled = tf.mean(h, [1, 2]) as tf.Tensor2D;
     return tf.add(tf.matMul(pooled, p('fc/w') as tf.Tensor2D), p('fc/b')) as tf.Tensor2D;
