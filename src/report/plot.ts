@@ -37,9 +37,6 @@ interface Panel {
   label: (s: Series) => string;
 }
 
-// The paper's colours are not legible in print; these are distinct, and a depth
-// keeps its colour across panels so ResNet-56 can be found next to plain-56.
-
 const PANEL_WIDTH = 380;
 /** Legends go below their panel, in a row: inside, they would cover some curve. */
 const LEGEND = {

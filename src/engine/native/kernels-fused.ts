@@ -33,7 +33,8 @@ function runBnTrain(b: Backend, inputs: tf.NamedTensorInfoMap, epsilon: number, 
     size(beta.shape) === channels &&
     (!residual || tf.util.arraysEqual(residual.shape, x.shape));
   if (!allF32(b, x, gamma, beta, residual) || !shapesOk) {
-    throw new Error(`${BN_TRAIN_KERNEL}: needs float32 x [..., C], gamma and beta of size C (and a residual like x)`);
+    const name = withResidual ? BN_ADD_RELU_KERNEL : BN_TRAIN_KERNEL;
+    throw new Error(`${name}: needs float32 x [..., C], gamma and beta of size C (and a residual like x)`);
   }
   const y = alloc(b, size(x.shape));
   const mean = new Float32Array(channels);
