@@ -21,9 +21,32 @@ constexpr int64_t kBlock = 64;  // rows summed in float before folding into doub
 
 int teamSize(int64_t elements) { return elements < kParallelMin ? 1 : omp_get_max_threads(); }
 
+// The channel count as a compile-time constant when it is one of the CIFAR nets' widths
+// (16, 32, 64), else 0 and read at run time. With a constant width the per-row loops
+// unroll fully and the per-channel running sums stay in registers instead of going
+// through memory every row: the statistics pass runs ~1.6x faster at 131072 x 16.
+template <int64_t W>
+struct Width {
+  int64_t runtime;
+  int64_t operator()() const { return W > 0 ? W : runtime; }
+};
+
+template <typename F>
+void withWidth(int64_t C, F &&f) {
+  switch (C) {
+    case 16: return f(Width<16>{C});
+    case 32: return f(Width<32>{C});
+    case 64: return f(Width<64>{C});
+    default: return f(Width<0>{C});
+  }
+}
+
+constexpr int64_t kStackChannels = 64;
+
 // sums[t*2C + c] += f(row, c) and sums[t*2C + C + c] += g(row, c) over thread t's rows.
-template <typename RowFn>
-void reduceRows(int64_t M, int64_t C, std::vector<double> &partials, int nt, RowFn rowFn) {
+template <typename Wd, typename RowFn>
+void reduceRows(int64_t M, Wd width, std::vector<double> &partials, int nt, RowFn rowFn) {
+  const int64_t C = width();
   partials.assign(size_t(nt) * 2 * C, 0.0);
 #pragma omp parallel num_threads(nt)
   {
@@ -32,12 +55,13 @@ void reduceRows(int64_t M, int64_t C, std::vector<double> &partials, int nt, Row
     threadRange(M, t, omp_get_num_threads(), begin, end);
     double *s1 = &partials[size_t(t) * 2 * C];
     double *s2 = s1 + C;
-    std::vector<float> f1(C), f2(C);
+    float onStack[2 * kStackChannels];
+    std::vector<float> onHeap(C > kStackChannels ? 2 * C : 0);
+    float *f1 = C > kStackChannels ? onHeap.data() : onStack, *f2 = f1 + C;
     for (int64_t b = begin; b < end; b += kBlock) {
-      std::fill(f1.begin(), f1.end(), 0.f);
-      std::fill(f2.begin(), f2.end(), 0.f);
+      for (int64_t c = 0; c < C; ++c) f1[c] = f2[c] = 0.f;
       const int64_t e = std::min(end, b + kBlock);
-      for (int64_t r = b; r < e; ++r) rowFn(r, f1.data(), f2.data());
+      for (int64_t r = b; r < e; ++r) rowFn(r, f1, f2);
       for (int64_t c = 0; c < C; ++c) {
         s1[c] += f1[c];
         s2[c] += f2[c];
@@ -61,9 +85,10 @@ void combine(const std::vector<double> &partials, int nt, int64_t C, std::vector
 }
 
 // y = x * scale[c] + shift[c] (+ res, the residual block's shortcut), optionally clamped at 0.
-template <bool RELU, bool RES>
+template <bool RELU, bool RES, typename Wd>
 void affineT(const float *x, const float *scale, const float *shift, const float *res, float *y,
-             int64_t M, int64_t C, int nt) {
+             int64_t M, Wd width, int nt) {
+  const int64_t C = width();
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t r = 0; r < M; ++r) {
     const float *xr = x + r * C;
@@ -80,14 +105,16 @@ void affineT(const float *x, const float *scale, const float *shift, const float
 
 void affine(const float *x, const float *scale, const float *shift, const float *res, float *y,
             int64_t M, int64_t C, bool relu, int nt) {
-  if (res) {
-    if (relu) affineT<true, true>(x, scale, shift, res, y, M, C, nt);
-    else affineT<false, true>(x, scale, shift, res, y, M, C, nt);
-  } else if (relu) {
-    affineT<true, false>(x, scale, shift, nullptr, y, M, C, nt);
-  } else {
-    affineT<false, false>(x, scale, shift, nullptr, y, M, C, nt);
-  }
+  withWidth(C, [&](auto w) {
+    if (res) {
+      if (relu) affineT<true, true>(x, scale, shift, res, y, M, w, nt);
+      else affineT<false, true>(x, scale, shift, res, y, M, w, nt);
+    } else if (relu) {
+      affineT<true, false>(x, scale, shift, nullptr, y, M, w, nt);
+    } else {
+      affineT<false, false>(x, scale, shift, nullptr, y, M, w, nt);
+    }
+  });
 }
 
 // An optional Float32Array argument: null/undefined/absent -> nullptr.
@@ -129,14 +156,16 @@ Napi::Value BnTrainForward(const Napi::CallbackInfo &info) {
   std::vector<float> shift(x, x + C);
   const int nt = teamSize(M * C);
   std::vector<double> partials, s1, s2;
-  reduceRows(M, C, partials, nt, [&](int64_t r, float *f1, float *f2) {
-    const float *xr = x + r * C;
+  withWidth(C, [&](auto w) {
+    reduceRows(M, w, partials, nt, [&](int64_t r, float *f1, float *f2) {
+      const float *xr = x + r * w();
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c) {
-      const float d = xr[c] - shift[c];
-      f1[c] += d;
-      f2[c] += d * d;
-    }
+      for (int64_t c = 0; c < w(); ++c) {
+        const float d = xr[c] - shift[c];
+        f1[c] += d;
+        f2[c] += d * d;
+      }
+    });
   });
   combine(partials, nt, C, s1, s2);
 
@@ -159,14 +188,15 @@ Napi::Value BnTrainForward(const Napi::CallbackInfo &info) {
 // branch-free: g = dy * mask with mask = (y > 0) as 0/1. EMIT: also store g in gOut (the
 // gradient of a residual input), inside the same SIMD loop: a second loop after it made the
 // call 8x slower (8.1 vs 1.0 ms at 131072 x 16 on an AMD EPYC); inside it costs 1.26 vs 1.19.
-template <bool RELU, bool EMIT>
+template <bool RELU, bool EMIT, typename Wd>
 void bnBackwardPasses(const float *dy, const float *x, const float *y, const float *mean,
-                      int64_t M, int64_t C, int nt, std::vector<double> &partials,
+                      int64_t M, Wd width, int nt, std::vector<double> &partials,
                       std::vector<double> &sg, std::vector<double> &sgx,
                       const std::function<void(std::vector<float> &, std::vector<float> &,
                                                std::vector<float> &)> &fold,
                       float *dx, float *gOut) {
-  reduceRows(M, C, partials, nt, [&](int64_t r, float *f1, float *f2) {
+  const int64_t C = width();
+  reduceRows(M, width, partials, nt, [&](int64_t r, float *f1, float *f2) {
     const float *dyr = dy + r * C, *xr = x + r * C;
     const float *yr = RELU ? y + r * C : nullptr;
 #pragma omp simd
@@ -236,10 +266,12 @@ Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
   float *g = const_cast<float *>(optionalF32(info, 13, M * C, "g"));
   // (The masked dy is also the gradient of a block's shortcut: written in the pass that
   // computes it anyway, instead of by a separate ReLU-mask pass.)
-  if (relu && g) bnBackwardPasses<true, true>(dy, x, y, mean, M, C, nt, partials, sg, sgx, fold, dx, g);
-  else if (relu) bnBackwardPasses<true, false>(dy, x, y, mean, M, C, nt, partials, sg, sgx, fold, dx, g);
-  else if (g) bnBackwardPasses<false, true>(dy, x, y, mean, M, C, nt, partials, sg, sgx, fold, dx, g);
-  else bnBackwardPasses<false, false>(dy, x, y, mean, M, C, nt, partials, sg, sgx, fold, dx, g);
+  withWidth(C, [&](auto w) {
+    if (relu && g) bnBackwardPasses<true, true>(dy, x, y, mean, M, w, nt, partials, sg, sgx, fold, dx, g);
+    else if (relu) bnBackwardPasses<true, false>(dy, x, y, mean, M, w, nt, partials, sg, sgx, fold, dx, g);
+    else if (g) bnBackwardPasses<false, true>(dy, x, y, mean, M, w, nt, partials, sg, sgx, fold, dx, g);
+    else bnBackwardPasses<false, false>(dy, x, y, mean, M, w, nt, partials, sg, sgx, fold, dx, g);
+  });
   return info.Env().Undefined();
 }
 

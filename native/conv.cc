@@ -69,17 +69,29 @@ dnnl::primitive_attr userScratchpad() {
   return attr;
 }
 
-// Winograd F(4x4, 3x3) for the 3x3 stride-1 convs with >= 64 channels in and out (stage 3
-// of the CIFAR nets: 8x8 maps). oneDNN's Winograd kernels need the blocked nChw16c layout,
-// yet even with a reorder of each activation in and out they take about a third less time
-// than the direct nhwc kernels in all three passes (measured at batch 128 on this machine's
-// AVX-512 cores: 7.7 vs 11.5 ms per conv, forward + both backward). At 16 and 32 channels
-// they do not pay (3x slower and even, respectively), so those stay direct. A fixed rule of
-// the geometry, so a run always takes the same kernels and stays reproducible.
-bool winogradShape(const Geom &g) {
+enum class Pass { forward, backwardData, backwardWeights };
+
+// Winograd F(4x4, 3x3) for the 3x3 stride-1 convs of stages 2 and 3 (16x16 maps with 32
+// channels, 8x8 with 64). oneDNN's Winograd kernels need the blocked nChw16c layout, yet
+// even with a reorder of each activation in and out they beat the direct nhwc kernels
+// there. Median of two runs at batch 128, 2 threads, ms per call (AMD EPYC Zen 5):
+//
+//                   forward        backward data   backward weights
+//   32ch 16x16      1.28 vs 1.84   1.21 vs 1.70    2.26 vs 1.92  (Winograd vs direct)
+//   64ch  8x8       0.96 vs 1.41   0.93 vs 1.70    1.44 vs 2.08
+//   16ch 32x32      3.40 vs 2.24   3.21 vs 1.83    2.68 vs 1.84
+//
+// so Winograd runs forward and backward data from 32 channels up, and backward weights
+// from 64 (on the earlier AMX Xeon all three passes together were 7.7 vs 11.5 ms at 64
+// channels and even at 32). The reorders (~0.06 ms per tensor at 32 channels) are
+// included in the win. A fixed rule of the geometry, so a run always takes the same
+// kernels and stays reproducible.
+bool winogradShape(const Geom &g, Pass pass) {
   const bool k3s1 = g[7] == 3 && g[8] == 3 && g[9] == 1 && g[10] == 1;
   const bool pad1 = g[11] == 1 && g[12] == 1 && g[13] == 1 && g[14] == 1;
-  return k3s1 && pad1 && g[3] >= 64 && g[6] >= 64 && g[3] % 16 == 0 && g[6] % 16 == 0;
+  const int minChannels = pass == Pass::backwardWeights ? 64 : 32;
+  return k3s1 && pad1 && g[3] >= minChannels && g[6] >= minChannels && g[3] % 16 == 0 &&
+         g[6] % 16 == 0;
 }
 
 // What the three passes of one geometry are built on: the algorithm and, for every tensor,
@@ -107,19 +119,22 @@ dnnl::convolution_forward::primitive_desc forwardPd(const Descs &d, const Plan &
 // --precision bf16 (setConvPrecision): the convolutions multiply bf16 copies of their
 // inputs (activations, filters, incoming gradients) and accumulate and write f32, so the
 // rest of the step -- batch norm, the loss, the f32 master weights and SGD -- is unchanged.
-// On this machine's AMX cores oneDNN 2.6's bf16 kernels, reorders included, take a quarter
-// to a half of the f32 time for forward and backward data (stage 1: 1.8 vs 4.1 ms forward,
-// 2.2 vs 4.6 backward data, batch 128), but its bf16 backward-weights kernel is slower than
-// f32 on the 8x8 maps of stage 3 (4.5-10 vs 2.2-2.9 ms) and on the 3-channel stem, so those
-// passes stay f32 -- a fixed rule of the geometry, like the Winograd one. So does any
-// geometry whose bf16 forward kernel would be oneDNN's slow reference code.
+// oneDNN 2.6's bf16 kernels, reorders included, take about half the f32 time for forward
+// and backward data on both CPUs we measured (batch 128, ms per call: stage 1 forward 1.8
+// vs 4.1 and backward data 2.2 vs 4.6 on an AMX Xeon; 1.1 vs 2.2 and 1.0 vs 1.8 on an AMD
+// EPYC Zen 5 with AVX512-BF16). Its bf16 backward-weights kernel pays only on the larger
+// stride-1 maps: it is slower than f32 on the 8x8 maps of stage 3 (Xeon: 4.5-10 vs 2.2-2.9
+// ms; Zen 5: even with the f32 Winograd kernel), on the two stride-2 convs (Zen 5: 1.5-1.9
+// vs 0.9-1.3 ms) and on the 3-channel stem, so those passes stay f32 -- a fixed rule of
+// the geometry, like the Winograd one. So does any geometry whose bf16 forward kernel
+// would be oneDNN's slow reference code.
 bool gBf16 = false;
-
-enum class Pass { forward, backwardData, backwardWeights };
 
 bool bf16Pays(const Geom &g, Pass pass) {
   if (!gBf16) return false;
-  if (pass == Pass::backwardWeights) return g[3] >= 16 && g[4] * g[5] >= 16 * 16;
+  if (pass == Pass::backwardWeights) {
+    return g[3] >= 16 && g[4] * g[5] >= 16 * 16 && g[9] == 1 && g[10] == 1;
+  }
   return true;
 }
 
@@ -136,7 +151,7 @@ Plan planFor(const Geom &g, const Descs &d, Pass pass) {
     }
     return direct;
   }
-  if (!winogradShape(g)) return direct;
+  if (!winogradShape(g, pass)) return direct;
   const memory::desc srcW(d.src.dims(), dt::f32, tag::nChw16c), dstW(d.dst.dims(), dt::f32, tag::nChw16c);
   const Plan wino{dnnl::algorithm::convolution_winograd, srcW, dstW, srcW, dstW, dt::f32, false};
   try {

@@ -458,18 +458,22 @@ describe('native engine behaviour', { skip: skipReason }, () => {
     tf.dispose([x, w, gamma, beta]);
   });
 
-  it('runs the 64-channel 3x3 stride-1 convs on Winograd kernels and the others direct', async () => {
+  it('runs Winograd where the rule says (3x3 stride 1: forward and backward data from 32 channels, weights from 64)', async () => {
     await native().loadNativeEngine(2);
     const stage3 = convImplementations([128, 8, 8, 64], [3, 3, 64, 64], 1, 1);
+    const stage2 = convImplementations([128, 16, 16, 32], [3, 3, 32, 32], 1, 1);
     const stage1 = convImplementations([128, 32, 32, 16], [3, 3, 16, 16], 1, 1);
     const down = convImplementations([128, 16, 16, 32], [3, 3, 32, 64], 2, 1);
-    assert.ok(stage3 && stage1 && down);
+    assert.ok(stage3 && stage2 && stage1 && down);
     for (const impl of [stage1, down]) {
       assert.ok(!Object.values(impl).some((s) => s.includes('wino')), JSON.stringify(impl));
     }
     // oneDNN has Winograd convs only for AVX-512; elsewhere the rule falls back to direct.
     const avx512 = fs.readFileSync('/proc/cpuinfo', 'utf8').includes(' avx512f');
     for (const s of Object.values(stage3)) assert.equal(s.includes('wino'), avx512, JSON.stringify(stage3));
+    assert.equal(stage2.forward.includes('wino'), avx512, JSON.stringify(stage2));
+    assert.equal(stage2.backwardData.includes('wino'), avx512, JSON.stringify(stage2));
+    assert.ok(!stage2.backwardWeights.includes('wino'), JSON.stringify(stage2));
   });
 
   it('training steps keep the tensor count and the storage pool flat, and learn', async () => {
