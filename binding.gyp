@@ -12,7 +12,8 @@
         "native/elementwise.cc",
         "native/sgd.cc",
         "native/mpi.cc",
-        "native/peak.cc"
+        "native/peak.cc",
+        "native/bf16.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

@@ -18,6 +18,9 @@ namespace rn {
 namespace {
 
 constexpr int64_t kBlock = 64;  // rows summed in float before folding into double
+// Rows per step of the elementwise passes that also write a bf16 copy: the f32 results of
+// a step are converted while they are still in L1 (one call of the vector converter).
+constexpr int64_t kCopyRows = 64;
 
 int teamSize(int64_t elements) { return elements < kParallelMin ? 1 : omp_get_max_threads(); }
 
@@ -84,36 +87,41 @@ void combine(const std::vector<double> &partials, int nt, int64_t C, std::vector
   }
 }
 
-// y = x * scale[c] + shift[c] (+ res, the residual block's shortcut), optionally clamped at 0.
-template <bool RELU, bool RES, typename Wd>
+// y = x * scale[c] + shift[c] (+ res, the residual block's shortcut), optionally clamped at
+// 0; with BF16 also yb = bf16(y), the next convolution's input (see toBf16).
+template <bool RELU, bool RES, bool BF16, typename Wd>
 void affineT(const float *x, const float *scale, const float *shift, const float *res, float *y,
-             int64_t M, Wd width, int nt) {
+             uint16_t *yb, int64_t M, Wd width, int nt) {
   const int64_t C = width();
+  const int64_t steps = (M + kCopyRows - 1) / kCopyRows;
 #pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t r = 0; r < M; ++r) {
-    const float *xr = x + r * C;
-    const float *rr = RES ? res + r * C : nullptr;
-    float *yr = y + r * C;
+  for (int64_t step = 0; step < steps; ++step) {
+    const int64_t r0 = step * kCopyRows, r1 = std::min(M, r0 + kCopyRows);
+    for (int64_t r = r0; r < r1; ++r) {
+      const float *xr = x + r * C;
+      const float *rr = RES ? res + r * C : nullptr;
+      float *yr = y + r * C;
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c) {
-      float v = xr[c] * scale[c] + shift[c];
-      if constexpr (RES) v += rr[c];
-      yr[c] = RELU ? std::max(v, 0.f) : v;
+      for (int64_t c = 0; c < C; ++c) {
+        float v = xr[c] * scale[c] + shift[c];
+        if constexpr (RES) v += rr[c];
+        yr[c] = RELU ? std::max(v, 0.f) : v;
+      }
     }
+    if constexpr (BF16) toBf16(y + r0 * C, yb + r0 * C, (r1 - r0) * C);
   }
 }
 
 void affine(const float *x, const float *scale, const float *shift, const float *res, float *y,
-            int64_t M, int64_t C, bool relu, int nt) {
+            uint16_t *yb, int64_t M, int64_t C, bool relu, int nt) {
   withWidth(C, [&](auto w) {
-    if (res) {
-      if (relu) affineT<true, true>(x, scale, shift, res, y, M, w, nt);
-      else affineT<false, true>(x, scale, shift, res, y, M, w, nt);
-    } else if (relu) {
-      affineT<true, false>(x, scale, shift, nullptr, y, M, w, nt);
-    } else {
-      affineT<false, false>(x, scale, shift, nullptr, y, M, w, nt);
-    }
+    withFlag(relu, [&](auto R) {
+      withFlag(res != nullptr, [&](auto S) {
+        withFlag(yb != nullptr, [&](auto B) {
+          affineT<decltype(R)::value, decltype(S)::value, decltype(B)::value>(x, scale, shift, res, y, yb, M, w, nt);
+        });
+      });
+    });
   });
 }
 
@@ -134,9 +142,10 @@ Shape2 readShape(const Napi::CallbackInfo &info, size_t at) {
   return {M, C};
 }
 
-// bnTrainForward(x, gamma, beta, y, mean, variance, M, C, epsilon, relu[, residual]):
+// bnTrainForward(x, gamma, beta, y, mean, variance, M, C, epsilon, relu[, residual[, yBf16]]):
 // with a residual [M, C], y = relu?(BN(x) + residual): the end of a residual block in the
-// same pass as the normalization (no separate add + ReLU pass).
+// same pass as the normalization (no separate add + ReLU pass). yBf16 (Uint16Array [M, C]):
+// also receives y in bf16, for a convolution that multiplies in bf16.
 Napi::Value BnTrainForward(const Napi::CallbackInfo &info) {
   const Shape2 sh = readShape(info, 6);
   const int64_t M = sh.M, C = sh.C;
@@ -180,7 +189,8 @@ Napi::Value BnTrainForward(const Napi::CallbackInfo &info) {
     scale[c] = float(k);
     bias[c] = float(beta[c] - mu * k);
   }
-  affine(x, scale.data(), bias.data(), optionalF32(info, 10, M * C, "residual"), y, M, C, relu, nt);
+  affine(x, scale.data(), bias.data(), optionalF32(info, 10, M * C, "residual"), y,
+         optionalU16(info, 11, M * C, "yBf16"), M, C, relu, nt);
   return info.Env().Undefined();
 }
 
@@ -188,13 +198,14 @@ Napi::Value BnTrainForward(const Napi::CallbackInfo &info) {
 // branch-free: g = dy * mask with mask = (y > 0) as 0/1. EMIT: also store g in gOut (the
 // gradient of a residual input), inside the same SIMD loop: a second loop after it made the
 // call 8x slower (8.1 vs 1.0 ms at 131072 x 16 on an AMD EPYC); inside it costs 1.26 vs 1.19.
-template <bool RELU, bool EMIT, typename Wd>
+// BF16: also store dx in bf16 in dxb (the incoming gradient of the convolution before).
+template <bool RELU, bool EMIT, bool BF16, typename Wd>
 void bnBackwardPasses(const float *dy, const float *x, const float *y, const float *mean,
                       int64_t M, Wd width, int nt, std::vector<double> &partials,
                       std::vector<double> &sg, std::vector<double> &sgx,
                       const std::function<void(std::vector<float> &, std::vector<float> &,
                                                std::vector<float> &)> &fold,
-                      float *dx, float *gOut) {
+                      float *dx, float *gOut, uint16_t *dxb) {
   const int64_t C = width();
   reduceRows(M, width, partials, nt, [&](int64_t r, float *f1, float *f2) {
     const float *dyr = dy + r * C, *xr = x + r * C;
@@ -211,23 +222,28 @@ void bnBackwardPasses(const float *dy, const float *x, const float *y, const flo
   std::vector<float> k(C), b(C), d(C);
   fold(k, b, d);
   const float *kp = k.data(), *bp = b.data(), *dp = d.data();
+  const int64_t steps = (M + kCopyRows - 1) / kCopyRows;
 #pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t r = 0; r < M; ++r) {
-    const float *dyr = dy + r * C, *xr = x + r * C;
-    const float *yr = RELU ? y + r * C : nullptr;
-    float *dxr = dx + r * C;
-    float *gr = EMIT ? gOut + r * C : nullptr;
+  for (int64_t step = 0; step < steps; ++step) {
+    const int64_t r0 = step * kCopyRows, r1 = std::min(M, r0 + kCopyRows);
+    for (int64_t r = r0; r < r1; ++r) {
+      const float *dyr = dy + r * C, *xr = x + r * C;
+      const float *yr = RELU ? y + r * C : nullptr;
+      float *dxr = dx + r * C;
+      float *gr = EMIT ? gOut + r * C : nullptr;
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c) {
-      float g = dyr[c];
-      if constexpr (RELU) g = yr[c] > 0.f ? g : 0.f;
-      dxr[c] = kp[c] * g + bp[c] * xr[c] + dp[c];
-      if constexpr (EMIT) gr[c] = g;
+      for (int64_t c = 0; c < C; ++c) {
+        float g = dyr[c];
+        if constexpr (RELU) g = yr[c] > 0.f ? g : 0.f;
+        dxr[c] = kp[c] * g + bp[c] * xr[c] + dp[c];
+        if constexpr (EMIT) gr[c] = g;
+      }
     }
+    if constexpr (BF16) toBf16(dx + r0 * C, dxb + r0 * C, (r1 - r0) * C);
   }
 }
 
-// bnTrainBackward(dy, x, y, gamma, mean, variance, dx, dgamma, dbeta, M, C, epsilon, relu[, g])
+// bnTrainBackward(dy, x, y, gamma, mean, variance, dx, dgamma, dbeta, M, C, epsilon, relu[, g[, dxBf16]])
 // With g = relu ? dy * (y > 0) : dy and xhat = (x - mean) / sqrt(var + eps):
 //   dbeta = sum g, dgamma = sum g * xhat,
 //   dx = gamma / sqrt(var + eps) * (g - dbeta / M - xhat * dgamma / M).
@@ -266,11 +282,17 @@ Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
   float *g = const_cast<float *>(optionalF32(info, 13, M * C, "g"));
   // (The masked dy is also the gradient of a block's shortcut: written in the pass that
   // computes it anyway, instead of by a separate ReLU-mask pass.)
+  // dxBf16 (optional Uint16Array [M, C]): receives dx in bf16.
+  uint16_t *dxb = optionalU16(info, 14, M * C, "dxBf16");
   withWidth(C, [&](auto w) {
-    if (relu && g) bnBackwardPasses<true, true>(dy, x, y, mean, M, w, nt, partials, sg, sgx, fold, dx, g);
-    else if (relu) bnBackwardPasses<true, false>(dy, x, y, mean, M, w, nt, partials, sg, sgx, fold, dx, g);
-    else if (g) bnBackwardPasses<false, true>(dy, x, y, mean, M, w, nt, partials, sg, sgx, fold, dx, g);
-    else bnBackwardPasses<false, false>(dy, x, y, mean, M, w, nt, partials, sg, sgx, fold, dx, g);
+    withFlag(relu, [&](auto R) {
+      withFlag(g != nullptr, [&](auto E) {
+        withFlag(dxb != nullptr, [&](auto B) {
+          bnBackwardPasses<decltype(R)::value, decltype(E)::value, decltype(B)::value>(
+              dy, x, y, mean, M, w, nt, partials, sg, sgx, fold, dx, g, dxb);
+        });
+      });
+    });
   });
   return info.Env().Undefined();
 }
@@ -298,7 +320,7 @@ Napi::Value BnInfer(const Napi::CallbackInfo &info) {
     k[c] = float(kc);
     b[c] = float((offset ? offset[c] : 0.0) - mean[c] * kc);
   }
-  affine(x, k.data(), b.data(), nullptr, f32(info[5], "y"), M, C, false, teamSize(M * C));
+  affine(x, k.data(), b.data(), nullptr, f32(info[5], "y"), nullptr, M, C, false, teamSize(M * C));
   return info.Env().Undefined();
 }
 

@@ -6,8 +6,10 @@
 #include <omp.h>
 
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "oneapi/dnnl/dnnl.hpp"
@@ -63,6 +65,32 @@ inline void threadRange(int64_t n, int t, int nt, int64_t &begin, int64_t &end) 
   const int64_t q = n / nt, r = n % nt;
   begin = t * q + (t < r ? t : r);
   end = begin + q + (t < r ? 1 : 0);
+}
+
+// f32 -> bf16 exactly as oneDNN's reorders convert on CPUs with bf16 instructions
+// (VCVTNEPS2BF16: round to nearest even, denormals to a signed zero, NaN stays NaN), n
+// values. The batch-norm kernels write the next convolution's bf16 input with it, in place
+// of that reorder, so both must agree bit for bit (test/native-kernels.test.ts checks).
+// bf16 convolutions are only enabled on CPUs with those instructions (setConvPrecision).
+void toBf16(const float *src, uint16_t *dst, int64_t n);
+
+// An optional typed-array argument: null/undefined/absent -> nullptr, else its storage.
+inline uint16_t *optionalU16(const Napi::CallbackInfo &info, size_t i, size_t n, const char *what) {
+  if (i >= info.Length() || info[i].IsNull() || info[i].IsUndefined()) return nullptr;
+  if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_uint16_array ||
+      info[i].As<Napi::Uint16Array>().ElementLength() < n) {
+    throw std::runtime_error(std::string("resnet_native: ") + what + " must be a Uint16Array of at least " +
+                             std::to_string(n) + " elements");
+  }
+  return info[i].As<Napi::Uint16Array>().Data();
+}
+
+// Calls f with std::true_type or std::false_type: turns a run-time flag into a template
+// argument, so the hot loops are compiled once per combination without branches inside.
+template <typename F>
+void withFlag(bool v, F &&f) {
+  if (v) f(std::true_type{});
+  else f(std::false_type{});
 }
 
 // Elementwise loops below this size are not worth waking the OpenMP team for.

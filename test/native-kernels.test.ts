@@ -391,8 +391,14 @@ describe('native kernels vs cpu', { skip: skipReason }, () => {
 });
 
 /** A few steps of a depth-8 ResNet repeating one batch: losses, tensor counts, pool bytes. */
-async function smallTraining(steps: number, precision: 'fp32' | 'bf16' = 'fp32', withoutKernels: string[] = []) {
+async function smallTraining(
+  steps: number,
+  precision: 'fp32' | 'bf16' = 'fp32',
+  withoutKernels: string[] = [],
+  bf16Copies = true,
+) {
   const engine = await native().loadNativeEngine(2, precision);
+  if (!bf16Copies) (tf.backend() as unknown as { writeBf16Copies: boolean }).writeBf16Copies = false;
   // Kernels taken away make ops.ts use its tfjs composition instead (restored below).
   const removed = withoutKernels.map((k) => tf.getKernel(k, 'native')!);
   for (const k of removed) tf.unregisterKernel(k.kernelName, 'native');
@@ -616,6 +622,59 @@ describe('native bf16 convolutions', { skip: skipReason || (!bf16Cpu && 'this CP
     assert.ok(bf && f32);
     for (const impl of Object.values(bf)) assert.match(impl, /bf16/, JSON.stringify(bf));
     for (const impl of Object.values(f32)) assert.doesNotMatch(impl, /bf16/, JSON.stringify(f32));
+  });
+
+  it("batch norm's bf16 copies, which the convolutions take instead of converting, change no bit of training", async () => {
+    // Count the conv calls that receive a ready bf16 input (the optional Uint16Array args).
+    const addon = loadAddon() as unknown as Record<string, (...args: unknown[]) => unknown>;
+    const names = ['convForward', 'convBackwardData', 'convBackwardWeights'];
+    const originals = names.map((n) => addon[n]);
+    let calls = 0;
+    let withCopy = 0;
+    names.forEach((n, i) => {
+      addon[n] = (...args: unknown[]) => {
+        calls++;
+        if (args.slice(4).some((a) => a instanceof Uint16Array)) withCopy++;
+        return originals[i](...args);
+      };
+    });
+    let copied;
+    try {
+      copied = await smallTraining(3, 'bf16');
+    } finally {
+      names.forEach((n, i) => (addon[n] = originals[i]));
+    }
+    const converted = await smallTraining(3, 'bf16', [], false);
+    // Every conv input but the images (the stem's forward) comes from a batch norm.
+    assert.ok(withCopy >= calls / 2, `${withCopy} of ${calls} conv calls got a bf16 copy`);
+    assert.deepEqual(copied.losses, converted.losses);
+    assert.deepEqual(copied.weights, converted.weights);
+  });
+
+  it('drops a bf16 copy when its tensor is disposed (the storage may be reused)', async () => {
+    await native().loadNativeEngine(2, 'bf16');
+    try {
+      const backend = tf.backend() as unknown as {
+        data: { get(id: unknown): { values: Float32Array } };
+        bf16CopyOf(a: Float32Array): Uint16Array | null;
+      };
+      const x = tensor([8, 16, 16, 16], 21) as tf.Tensor4D; // large enough for the storage pool
+      const [gamma, beta] = [tf.ones([16]) as tf.Tensor1D, tf.zeros([16]) as tf.Tensor1D];
+      const { y, mean, variance } = batchNormTrain(x, gamma, beta, true);
+      const values = backend.data.get(y.dataId).values;
+      const copy = backend.bf16CopyOf(values);
+      assert.ok(copy, 'batch norm wrote no bf16 copy in bf16 mode');
+      // The copy is y rounded to bf16: its upper 16 bits, up to one unit of rounding.
+      const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+      for (let i = 0; i < values.length; i += 97) {
+        assert.ok(Math.abs(copy[i] - (bits[i] >>> 16)) <= 1, `element ${i}: ${copy[i]} vs ${bits[i] >>> 16}`);
+      }
+      tf.dispose([y, mean, variance]);
+      assert.equal(backend.bf16CopyOf(values), null);
+      tf.dispose([x, gamma, beta]);
+    } finally {
+      await native().loadNativeEngine(2);
+    }
   });
 
   it('is deterministic in bf16 too: the same steps give bit-identical losses', async () => {

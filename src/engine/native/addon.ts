@@ -9,9 +9,29 @@ export interface NativeAddon {
   getThreads(): number;
   numProcs(): number;
   /** geom: N, IH, IW, IC, OH, OW, OC, KH, KW, SH, SW, padTop, padLeft, padBottom, padRight */
-  convForward(x: Float32Array, filter: Float32Array, y: Float32Array, geom: Int32Array): void;
-  convBackwardData(dy: Float32Array, filter: Float32Array, dx: Float32Array, geom: Int32Array): void;
-  convBackwardWeights(x: Float32Array, dy: Float32Array, df: Float32Array, geom: Int32Array): void;
+  /** The optional Uint16Arrays: inputs already in bf16 (used when the conv runs in bf16). */
+  convForward(
+    x: Float32Array,
+    filter: Float32Array,
+    y: Float32Array,
+    geom: Int32Array,
+    xBf16?: Uint16Array | null,
+  ): void;
+  convBackwardData(
+    dy: Float32Array,
+    filter: Float32Array,
+    dx: Float32Array,
+    geom: Int32Array,
+    dyBf16?: Uint16Array | null,
+  ): void;
+  convBackwardWeights(
+    x: Float32Array,
+    dy: Float32Array,
+    df: Float32Array,
+    geom: Int32Array,
+    xBf16?: Uint16Array | null,
+    dyBf16?: Uint16Array | null,
+  ): void;
   convImplInfo(geom: Int32Array): { forward: string; backwardData: string; backwardWeights: string };
   /** Arithmetic of the convolutions from now on; 'bf16' throws without CPU support. */
   setConvPrecision(precision: 'fp32' | 'bf16'): void;
@@ -28,6 +48,8 @@ export interface NativeAddon {
     relu: boolean,
     /** y = relu?(BN(x) + residual): the end of a residual block */
     residual?: Float32Array | null,
+    /** receives y in bf16 */
+    yBf16?: Uint16Array | null,
   ): void;
   bnTrainBackward(
     dy: Float32Array,
@@ -45,6 +67,8 @@ export interface NativeAddon {
     relu: boolean,
     /** receives dy masked by the ReLU: the gradient of the forward's residual */
     g?: Float32Array | null,
+    /** receives dx in bf16 */
+    dxBf16?: Uint16Array | null,
   ): void;
   bnInfer(
     x: Float32Array,

@@ -43,6 +43,13 @@ const enum ArrayState {
  * them. A step's tensors are the same shapes every step, so the arrays freed by one step
  * are exactly the ones the next step needs: memory stays flat.
  *
+ * With --precision bf16 the kernels whose outputs feed convolutions (batch norm forward and
+ * backward) also write a bf16 copy of the output in the same pass; the convolution takes
+ * that copy instead of converting the f32 tensor again (up to four conversions per conv
+ * and step). A copy lives exactly as long as its array is the storage of a tensor, which
+ * cannot change while it is (tensors are immutable): it is dropped when the array is
+ * recycled.
+ *
  * Safety: an array is recycled only when the single tensor storage entry owning it is
  * disposed. Anything that could alias a pooled array is copied instead: cpu kernels that
  * return views (subarray) or reuse an input array for an output (see write), and arrays
@@ -54,6 +61,11 @@ export class NativeBackend extends MathBackendCPU {
   /** State of every array this pool created. */
   private readonly state = new WeakMap<Float32Array, ArrayState>();
   private readonly pooledBuffers = new WeakSet<ArrayBufferLike>();
+  /** bf16 copies of pool arrays, written by the kernel that wrote the array. */
+  private readonly bf16Copies = new WeakMap<Float32Array, Uint16Array>();
+  private readonly bf16Pool = new Map<number, Uint16Array[]>();
+  /** Whether kernels that feed convolutions write bf16 copies (set for --precision bf16). */
+  writeBf16Copies = false;
 
   /** Storage for a kernel output of n floats. Contents are arbitrary: overwrite all of it. */
   alloc(n: number): Float32Array {
@@ -68,6 +80,24 @@ export class NativeBackend extends MathBackendCPU {
     this.pooledBuffers.add(fresh.buffer);
     this.state.set(fresh, ArrayState.HandedOut);
     return fresh;
+  }
+
+  /**
+   * A bf16 copy for output `a` (just returned by alloc), for the same kernel call to fill;
+   * null when copies are off or `a` is not pool storage (then nothing is recorded).
+   */
+  bf16CopyFor(a: Float32Array): Uint16Array | null {
+    if (!this.writeBf16Copies || this.state.get(a) !== ArrayState.HandedOut) return null;
+    const recycled = this.bf16Pool.get(a.length)?.pop();
+    if (recycled) this.pooledBytes -= recycled.byteLength;
+    const copy = recycled ?? new Uint16Array(a.length);
+    this.bf16Copies.set(a, copy);
+    return copy;
+  }
+
+  /** The bf16 copy of a tensor's storage, if the kernel that wrote it made one. */
+  bf16CopyOf(a: Float32Array): Uint16Array | null {
+    return this.bf16Copies.get(a) ?? null;
   }
 
   override write(values: Values, shape: number[], dtype: tf.DataType): tf.DataId {
@@ -95,6 +125,16 @@ export class NativeBackend extends MathBackendCPU {
   }
 
   private recycle(a: Float32Array): void {
+    const copy = this.bf16Copies.get(a);
+    if (copy) {
+      this.bf16Copies.delete(a);
+      if (this.pooledBytes + copy.byteLength <= POOL_MAX_BYTES) {
+        let copies = this.bf16Pool.get(copy.length);
+        if (!copies) this.bf16Pool.set(copy.length, (copies = []));
+        copies.push(copy);
+        this.pooledBytes += copy.byteLength;
+      }
+    }
     if (this.pooledBytes + a.byteLength > POOL_MAX_BYTES) {
       this.state.delete(a); // let GC have it
       return;
@@ -113,6 +153,7 @@ export class NativeBackend extends MathBackendCPU {
 
   override dispose(): void {
     this.pool.clear();
+    this.bf16Pool.clear();
     this.pooledBytes = 0;
     super.dispose();
   }

@@ -23,6 +23,8 @@ export async function loadNativeEngine(threads?: number, precision: Precision = 
     throw new Error('native engine: tf.setBackend("native") failed');
   }
   await tf.ready();
+  const backend = tf.backend();
+  if (backend instanceof NativeBackend) backend.writeBf16Copies = precision === 'bf16';
   return {
     name: 'native',
     reason: 'oneDNN addon built (build/Release/resnet_native.node)',

@@ -2,7 +2,7 @@
 // anything else (NCHW, dilations, other dtypes) runs the cpu reference kernel.
 import * as tf from '@tensorflow/tfjs-core';
 
-import { addon, alloc, allF32, type Attrs, type Backend, f32, fallback, need, output, size } from './util';
+import { addon, alloc, allF32, type Attrs, type Backend, bf16CopyOf, f32, fallback, need, output, size } from './util';
 
 type ExplicitPad = [[number, number], [number, number], [number, number], [number, number]];
 type Pad = 'valid' | 'same' | number | ExplicitPad;
@@ -66,7 +66,8 @@ const conv2d: tf.KernelFunc = (args) => {
   const geom = geometry(info);
   if (!geom) return fallback('Conv2D', args);
   const y = alloc(backend, size(info.outShape));
-  addon().convForward(f32(backend, x), f32(backend, filter), y, geom);
+  const xs = f32(backend, x);
+  addon().convForward(xs, f32(backend, filter), y, geom, bf16CopyOf(backend, xs));
   return output(backend, info.outShape, y);
 };
 
@@ -80,7 +81,8 @@ const conv2dBackpropInput: tf.KernelFunc = (args) => {
   const geom = geometry(info);
   if (!geom) return fallback('Conv2DBackpropInput', args);
   const dx = alloc(backend, size(inputShape));
-  addon().convBackwardData(f32(backend, dy), f32(backend, filter), dx, geom);
+  const dys = f32(backend, dy);
+  addon().convBackwardData(dys, f32(backend, filter), dx, geom, bf16CopyOf(backend, dys));
   return output(backend, inputShape, dx);
 };
 
@@ -94,7 +96,8 @@ const conv2dBackpropFilter: tf.KernelFunc = (args) => {
   const geom = geometry(info);
   if (!geom) return fallback('Conv2DBackpropFilter', args);
   const df = alloc(backend, size(filterShape));
-  addon().convBackwardWeights(f32(backend, x), f32(backend, dy), df, geom);
+  const [xs, dys] = [f32(backend, x), f32(backend, dy)];
+  addon().convBackwardWeights(xs, dys, df, geom, bf16CopyOf(backend, xs), bf16CopyOf(backend, dys));
   return output(backend, filterShape, df);
 };
 

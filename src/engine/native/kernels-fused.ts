@@ -4,7 +4,7 @@ import * as tf from '@tensorflow/tfjs-core';
 
 import { ADD_RELU_KERNEL, BN_ADD_RELU_KERNEL, BN_TRAIN_KERNEL, SHORTCUT_A_KERNEL } from '../ops';
 import { BinaryOp } from './addon';
-import { addon, alloc, allF32, type Backend, f32, fallback, need, output, size } from './util';
+import { addon, alloc, allF32, type Backend, bf16CopyFor, f32, fallback, need, output, size } from './util';
 
 /** [dx, dgamma, dbeta] of ResnetBatchNormTrain; inputs {dy, x, y, gamma, mean, variance}. */
 export const BN_TRAIN_GRAD_KERNEL = 'ResnetBatchNormTrainGrad';
@@ -51,6 +51,7 @@ function runBnTrain(b: Backend, inputs: tf.NamedTensorInfoMap, epsilon: number, 
     epsilon,
     relu,
     residual ? f32(b, residual) : null,
+    bf16CopyFor(b, y), // y is the next convolution's input
   );
   return [output(b, x.shape, y), output(b, [channels], mean), output(b, [channels], variance)];
 }
@@ -90,6 +91,7 @@ function runBnTrainGrad(
     epsilon,
     relu,
     g,
+    bf16CopyFor(b, dx), // dx is the incoming gradient of the convolution before
   );
   const out = [output(b, x.shape, dx), output(b, [channels], dgamma), output(b, [channels], dbeta)];
   return g ? [...out, output(b, x.shape, g)] : out;

@@ -37,6 +37,21 @@ export function alloc(backend: Backend, n: number): Float32Array {
   return pooled.alloc ? pooled.alloc(n) : new Float32Array(n);
 }
 
+interface Bf16Copies {
+  bf16CopyFor?: (a: Float32Array) => Uint16Array | null;
+  bf16CopyOf?: (a: Float32Array) => Uint16Array | null;
+}
+
+/** A bf16 copy for a kernel to write beside output `a`, or null (see NativeBackend). */
+export function bf16CopyFor(backend: Backend, a: Float32Array): Uint16Array | null {
+  return (backend as unknown as Bf16Copies).bf16CopyFor?.(a) ?? null;
+}
+
+/** The bf16 copy written beside a tensor's float32 storage, or null. */
+export function bf16CopyOf(backend: Backend, a: Float32Array): Uint16Array | null {
+  return (backend as unknown as Bf16Copies).bf16CopyOf?.(a) ?? null;
+}
+
 /** Wraps freshly computed values as a tensor owned by the backend. */
 export function output(backend: Backend, shape: number[], values: Float32Array): tf.TensorInfo {
   return backend.makeTensorInfo(shape, 'float32', values);
