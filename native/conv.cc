@@ -121,7 +121,8 @@ dnnl::convolution_forward::primitive_desc forwardPd(const Descs &d, const Plan &
 // rest of the step -- batch norm, the loss, the f32 master weights and SGD -- is unchanged.
 // The activations and incoming gradients mostly arrive already in bf16, written by the
 // batch-norm kernel that produced them (Bf16Input below): a conv then reads 2 bytes per
-// value instead of converting 4 (R20 step 137 vs 144 ms, R56 316 vs 335, Zen 5).
+// value instead of converting 4 (step medians: ResNet-20 137 vs 145 ms, ResNet-56 311 vs
+// 335 ms on an AMD EPYC Zen 5).
 // oneDNN 2.6's bf16 kernels, reorders included, take about half the f32 time for forward
 // and backward data on both CPUs we measured (batch 128, ms per call: stage 1 forward 1.8
 // vs 4.1 and backward data 2.2 vs 4.6 on an AMX Xeon; 1.1 vs 2.2 and 1.0 vs 1.8 on an AMD

@@ -566,6 +566,22 @@ describe('native engine behaviour', { skip: skipReason }, () => {
     tf.dispose([a, b, again]);
   });
 
+  it('pool storage comes from the addon (64-byte aligned), holds its values and frees with GC', async () => {
+    const addon = loadAddon();
+    const fresh = addon.alignedFloat32(1001);
+    assert.equal(fresh.length, 1001);
+    assert.equal(fresh.byteOffset, 0);
+    fresh.fill(2.5);
+    assert.equal(fresh[1000], 2.5);
+    assert.throws(() => addon.alignedFloat32(0), /positive length/);
+    await native().loadNativeEngine(2);
+    const backend = tf.backend() as unknown as { alloc(n: number): Float32Array };
+    const pooled = backend.alloc(20001);
+    assert.equal(pooled.length, 20001);
+    // The addon rounds its buffers up to whole 64-byte lines (V8's own would be 80004 bytes).
+    assert.equal(pooled.buffer.byteLength, 80064);
+  });
+
   it('a missing or broken addon is a one-line error that says how to build it', async () => {
     assert.throws(
       () => loadAddon('/nonexistent/resnet_native.node'),

@@ -8,6 +8,8 @@ export interface NativeAddon {
   setThreads(n: number): void;
   getThreads(): number;
   numProcs(): number;
+  /** n floats (contents arbitrary) on a 64-byte boundary: storage for the backend's pool */
+  alignedFloat32(n: number): Float32Array;
   /** geom: N, IH, IW, IC, OH, OW, OC, KH, KW, SH, SW, padTop, padLeft, padBottom, padRight */
   /** The optional Uint16Arrays: inputs already in bf16 (used when the conv runs in bf16). */
   convForward(

@@ -6,6 +6,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu'; // registers the 'cpu' kernels we start from
 import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 
+import { loadAddon } from './addon';
 import { convKernels } from './kernels-conv';
 import { elementwiseKernels, meanGradient } from './kernels-elementwise';
 import { fusedGradients, fusedKernels } from './kernels-fused';
@@ -76,7 +77,7 @@ export class NativeBackend extends MathBackendCPU {
       this.state.set(recycled, ArrayState.HandedOut);
       return recycled;
     }
-    const fresh = new Float32Array(n);
+    const fresh = loadAddon().alignedFloat32(n); // 64-byte aligned (see native/addon.cc)
     this.pooledBuffers.add(fresh.buffer);
     this.state.set(fresh, ArrayState.HandedOut);
     return fresh;
