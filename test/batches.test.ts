@@ -194,7 +194,12 @@ test('padded pixels are exactly 0 in the network input (padding after mean subtr
       if (a.dy !== 0) continue; // then the top 4 output rows are padding
       const img = image(x, b);
       for (let j = 0; j < 4 * 32 * 3; j++) assert.equal(img[j], 0);
-      assert.notEqual(img[4 * 32 * 3 + 16 * 3], 0); // row 4 is real image (random bytes minus mean)
+      // Row 4 is real image (random bytes minus mean): not all 0. (One pixel alone can be
+      // exactly its mean, about once in 5,000 checks: this assertion once failed on it.)
+      assert.ok(
+        img.subarray(4 * 32 * 3, 5 * 32 * 3).some((v) => v !== 0),
+        'row 4 is all zeros',
+      );
       checked++;
     }
   }
