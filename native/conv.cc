@@ -74,12 +74,12 @@ enum class Pass { forward, backwardData, backwardWeights };
 // Winograd F(4x4, 3x3) for the 3x3 stride-1 convs of stages 2 and 3 (16x16 maps with 32
 // channels, 8x8 with 64). oneDNN's Winograd kernels need the blocked nChw16c layout, yet
 // even with a reorder of each activation in and out they beat the direct nhwc kernels
-// there. Median of two runs at batch 128, 2 threads, ms per call (AMD EPYC Zen 5):
+// there. Mean of two runs at batch 128, 2 threads, ms per call (AMD EPYC Zen 5):
 //
 //                   forward        backward data   backward weights
 //   32ch 16x16      1.28 vs 1.84   1.21 vs 1.70    2.26 vs 1.92  (Winograd vs direct)
 //   64ch  8x8       0.96 vs 1.41   0.93 vs 1.70    1.44 vs 2.08
-//   16ch 32x32      3.40 vs 2.24   3.21 vs 1.83    2.68 vs 1.84
+//   16ch 32x32      3.80 vs 2.68   3.75 vs 2.19    3.47 vs 2.05
 //
 // so Winograd runs forward and backward data from 32 channels up, and backward weights
 // from 64 (on the earlier AMX Xeon all three passes together were 7.7 vs 11.5 ms at 64
