@@ -126,40 +126,32 @@ void affine(const float *x, const float *scale, const float *shift, const float 
   });
 }
 
-// An optional Float32Array argument: null/undefined/absent -> nullptr.
-const float *optionalF32(const Napi::CallbackInfo &info, size_t i, int64_t n, const char *what) {
-  if (i >= info.Length() || info[i].IsNull() || info[i].IsUndefined()) return nullptr;
-  requireLen(info[i], n, what);
-  return f32(info[i], what);
-}
-
+// rows (M) and channels (C) of an [M, C] view of an NHWC tensor.
 struct Shape2 {
   int64_t M, C;
 };
 
-Shape2 readShape(const Napi::CallbackInfo &info, size_t at) {
-  const int64_t M = intArg(info, at, "rows"), C = intArg(info, at + 1, "channels");
-  if (M <= 0 || C <= 0) throw std::runtime_error("resnet_native: batch norm needs rows and channels > 0");
+Shape2 readShape(const Args &a) {
+  const int64_t M = a.integer("rows"), C = a.integer("channels");
+  if (M <= 0 || C <= 0) a.fail("needs rows and channels > 0");
   return {M, C};
 }
 
-// bnTrainForward(x, gamma, beta, y, mean, variance, M, C, epsilon, relu[, residual[, yBf16]]):
-// with a residual [M, C], y = relu?(BN(x) + residual): the end of a residual block in the
-// same pass as the normalization (no separate add + ReLU pass). yBf16 (Uint16Array [M, C]):
-// also receives y in bf16, for a convolution that multiplies in bf16.
+// bnTrainForward({ x, gamma, beta, y, mean, variance, rows, channels, epsilon, relu,
+// residual?, yBf16? }): x and y are [rows, channels]. With a residual [rows, channels],
+// y = relu?(BN(x) + residual): the end of a residual block in the same pass as the
+// normalization (no separate add + ReLU pass). yBf16 (Uint16Array [rows, channels]): also
+// receives y in bf16, for a convolution that multiplies in bf16.
 Napi::Value BnTrainForward(const Napi::CallbackInfo &info) {
-  const Shape2 sh = readShape(info, 6);
+  const Args a(info, "bnTrainForward");
+  const Shape2 sh = readShape(a);
   const int64_t M = sh.M, C = sh.C;
-  const double eps = numArg(info, 8, "epsilon");
-  const bool relu = info[9].ToBoolean();
-  requireLen(info[0], M * C, "x");
-  requireLen(info[1], C, "gamma");
-  requireLen(info[2], C, "beta");
-  requireLen(info[3], M * C, "y");
-  requireLen(info[4], C, "mean");
-  requireLen(info[5], C, "variance");
-  const float *x = f32(info[0], "x"), *gamma = f32(info[1], "gamma"), *beta = f32(info[2], "beta");
-  float *y = f32(info[3], "y"), *mean = f32(info[4], "mean"), *var = f32(info[5], "variance");
+  const double eps = a.number("epsilon");
+  const bool relu = a.flag("relu");
+  const float *x = a.f32("x", M * C), *gamma = a.f32("gamma", C), *beta = a.f32("beta", C);
+  float *y = a.f32("y", M * C), *mean = a.f32("mean", C), *var = a.f32("variance", C);
+  const float *residual = a.optF32("residual", M * C);
+  uint16_t *yBf16 = a.optU16("yBf16", M * C);
 
   // Sums of (x - x[0]) rather than of x: shifting by a sample keeps the one-pass variance
   // E[d^2] - E[d]^2 free of cancellation when |mean| >> std.
@@ -190,8 +182,7 @@ Napi::Value BnTrainForward(const Napi::CallbackInfo &info) {
     scale[c] = float(k);
     bias[c] = float(beta[c] - mu * k);
   }
-  affine(x, scale.data(), bias.data(), optionalF32(info, 10, M * C, "residual"), y,
-         optionalU16(info, 11, M * C, "yBf16"), M, C, relu, nt);
+  affine(x, scale.data(), bias.data(), residual, y, yBf16, M, C, relu, nt);
   return info.Env().Undefined();
 }
 
@@ -244,25 +235,27 @@ void bnBackwardPasses(const float *dy, const float *x, const float *y, const flo
   }
 }
 
-// bnTrainBackward(dy, x, y, gamma, mean, variance, dx, dgamma, dbeta, M, C, epsilon, relu[, g[, dxBf16]])
+// bnTrainBackward({ dy, x, y, gamma, mean, variance, dx, dgamma, dbeta, rows, channels,
+// epsilon, relu, g?, dxBf16? }). y (the forward's output) is needed only with relu.
 // With g = relu ? dy * (y > 0) : dy and xhat = (x - mean) / sqrt(var + eps):
 //   dbeta = sum g, dgamma = sum g * xhat,
 //   dx = gamma / sqrt(var + eps) * (g - dbeta / M - xhat * dgamma / M).
 Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
-  const Shape2 sh = readShape(info, 9);
+  const Args a(info, "bnTrainBackward");
+  const Shape2 sh = readShape(a);
   const int64_t M = sh.M, C = sh.C;
-  const double eps = numArg(info, 11, "epsilon");
-  const bool relu = info[12].ToBoolean();
-  const char *names[] = {"dy", "x", "y", "gamma", "mean", "variance", "dx", "dgamma", "dbeta"};
-  const int64_t sizes[] = {M * C, M * C, relu ? M * C : 0, C, C, C, M * C, C, C};
-  for (int i = 0; i < 9; ++i) {
-    if (sizes[i] > 0) requireLen(info[i], sizes[i], names[i]);
-  }
-  const float *dy = f32(info[0], "dy"), *x = f32(info[1], "x");
-  const float *y = relu ? f32(info[2], "y") : nullptr;
-  const float *gamma = f32(info[3], "gamma"), *mean = f32(info[4], "mean"),
-              *var = f32(info[5], "variance");
-  float *dx = f32(info[6], "dx"), *dgamma = f32(info[7], "dgamma"), *dbeta = f32(info[8], "dbeta");
+  const double eps = a.number("epsilon");
+  const bool relu = a.flag("relu");
+  const float *dy = a.f32("dy", M * C), *x = a.f32("x", M * C);
+  const float *y = relu ? a.f32("y", M * C) : nullptr;
+  const float *gamma = a.f32("gamma", C), *mean = a.f32("mean", C), *var = a.f32("variance", C);
+  float *dx = a.f32("dx", M * C), *dgamma = a.f32("dgamma", C), *dbeta = a.f32("dbeta", C);
+  // g (optional, [M, C]): receives dy masked by the ReLU, the gradient of a residual input
+  // (the masked dy is the gradient of a block's shortcut: written in the pass that computes
+  // it anyway, instead of by a separate ReLU-mask pass).
+  float *g = a.optF32("g", M * C);
+  // dxBf16 (optional Uint16Array [M, C]): receives dx in bf16.
+  uint16_t *dxb = a.optU16("dxBf16", M * C);
 
   const int nt = teamSize(M * C);
   std::vector<double> partials, sg, sgx;
@@ -279,12 +272,6 @@ Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
       d[c] = float(-kc * sg[c] / M - bc * mean[c]);
     }
   };
-  // g (optional, [M, C]): receives dy masked by the ReLU, the gradient of a residual input.
-  float *g = const_cast<float *>(optionalF32(info, 13, M * C, "g"));
-  // (The masked dy is also the gradient of a block's shortcut: written in the pass that
-  // computes it anyway, instead of by a separate ReLU-mask pass.)
-  // dxBf16 (optional Uint16Array [M, C]): receives dx in bf16.
-  uint16_t *dxb = optionalU16(info, 14, M * C, "dxBf16");
   withWidth(C, [&](auto w) {
     withFlag(relu, [&](auto R) {
       withFlag(g != nullptr, [&](auto E) {
@@ -298,30 +285,23 @@ Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
-// bnInfer(x, mean, variance, offset|null, scale|null, y, M, C, epsilon): tfjs's
+// bnInfer({ x, mean, variance, offset?, scale?, y, rows, channels, epsilon }): tfjs's
 // FusedBatchNorm with per-channel statistics (inference mode).
 Napi::Value BnInfer(const Napi::CallbackInfo &info) {
-  const Shape2 sh = readShape(info, 6);
+  const Args a(info, "bnInfer");
+  const Shape2 sh = readShape(a);
   const int64_t M = sh.M, C = sh.C;
-  const double eps = numArg(info, 8, "epsilon");
-  requireLen(info[0], M * C, "x");
-  requireLen(info[1], C, "mean");
-  requireLen(info[2], C, "variance");
-  requireLen(info[5], M * C, "y");
-  const float *x = f32(info[0], "x"), *mean = f32(info[1], "mean"), *var = f32(info[2], "variance");
-  const bool hasOffset = !info[3].IsNull() && !info[3].IsUndefined();
-  const bool hasScale = !info[4].IsNull() && !info[4].IsUndefined();
-  if (hasOffset) requireLen(info[3], C, "offset");
-  if (hasScale) requireLen(info[4], C, "scale");
-  const float *offset = hasOffset ? f32(info[3], "offset") : nullptr;
-  const float *scale = hasScale ? f32(info[4], "scale") : nullptr;
+  const double eps = a.number("epsilon");
+  const float *x = a.f32("x", M * C), *mean = a.f32("mean", C), *var = a.f32("variance", C);
+  const float *offset = a.optF32("offset", C), *scale = a.optF32("scale", C);
+  float *y = a.f32("y", M * C);
   std::vector<float> k(C), b(C);
   for (int64_t c = 0; c < C; ++c) {
     const double kc = (scale ? scale[c] : 1.0) / std::sqrt(double(var[c]) + eps);
     k[c] = float(kc);
     b[c] = float((offset ? offset[c] : 0.0) - mean[c] * kc);
   }
-  affine(x, k.data(), b.data(), nullptr, f32(info[5], "y"), nullptr, M, C, false, teamSize(M * C));
+  affine(x, k.data(), b.data(), nullptr, y, nullptr, M, C, false, teamSize(M * C));
   return info.Env().Undefined();
 }
 

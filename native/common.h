@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "oneapi/dnnl/dnnl.hpp"
@@ -45,19 +46,87 @@ inline int64_t intArg(const Napi::CallbackInfo &info, size_t i, const char *what
   return info[i].As<Napi::Number>().Int64Value();
 }
 
-inline double numArg(const Napi::CallbackInfo &info, size_t i, const char *what) {
-  if (i >= info.Length() || !info[i].IsNumber()) {
-    throw std::runtime_error(std::string("resnet_native: argument ") + what + " must be a number");
+// Named arguments. Every kernel takes one object holding its inputs, outputs and attributes
+// by name, as tfjs's kernels take {inputs, attrs}: a call site reads like the signature,
+// optional fields are just absent, and a wrong call is a one-line error naming the function
+// and the field rather than a value silently read from the wrong position.
+class Args {
+ public:
+  Args(const Napi::CallbackInfo &info, const char *fn) : fn_(fn) {
+    if (info.Length() != 1 || !info[0].IsObject()) fail("takes one object of named arguments");
+    o_ = info[0].As<Napi::Object>();
   }
-  return info[i].As<Napi::Number>().DoubleValue();
-}
+  Args(const Napi::Object &o, std::string fn) : fn_(std::move(fn)), o_(o) {}
 
-inline void requireLen(const Napi::Value &v, size_t n, const char *what) {
-  if (f32len(v) < n) {
-    throw std::runtime_error(std::string("resnet_native: ") + what + " is too short (" +
-                             std::to_string(f32len(v)) + " < " + std::to_string(n) + ")");
+  // A Float32Array of at least n elements: its own storage, written in place.
+  float *f32(const char *key, size_t n) const { return typed<float, napi_float32_array>(key, n, false); }
+  // The same, or nullptr when the field is absent, null or undefined.
+  float *optF32(const char *key, size_t n) const { return typed<float, napi_float32_array>(key, n, true); }
+  uint16_t *optU16(const char *key, size_t n) const { return typed<uint16_t, napi_uint16_array>(key, n, true); }
+  // A Float32Array's length (for kernels whose sizes come from the arrays themselves).
+  size_t length(const char *key) const {
+    typed<float, napi_float32_array>(key, 0, false);
+    return o_.Get(key).As<Napi::Float32Array>().ElementLength();
   }
-}
+  // An Int32Array's values: a shape or element strides.
+  std::vector<int64_t> ints(const char *key) const {
+    const int32_t *p = typed<int32_t, napi_int32_array>(key, 0, false);
+    std::vector<int64_t> out(p, p + o_.Get(key).As<Napi::Int32Array>().ElementLength());
+    return out;
+  }
+  double number(const char *key) const {
+    const Napi::Value v = o_.Get(key);
+    if (!v.IsNumber()) fail(std::string(key) + " must be a number");
+    return v.As<Napi::Number>().DoubleValue();
+  }
+  int64_t integer(const char *key) const {
+    const double v = number(key);
+    if (v != double(int64_t(v))) fail(std::string(key) + " must be an integer");
+    return int64_t(v);
+  }
+  std::string text(const char *key) const {
+    const Napi::Value v = o_.Get(key);
+    if (!v.IsString()) fail(std::string(key) + " must be a string");
+    return v.As<Napi::String>().Utf8Value();
+  }
+  // Booleans must be given: a misspelt flag is an error, not a silent false.
+  bool flag(const char *key) const {
+    const Napi::Value v = o_.Get(key);
+    if (!v.IsBoolean()) fail(std::string(key) + " must be true or false");
+    return v.As<Napi::Boolean>().Value();
+  }
+  // A nested object of named fields (e.g. a convolution's geometry).
+  Args object(const char *key) const {
+    const Napi::Value v = o_.Get(key);
+    if (!v.IsObject()) fail(std::string(key) + " must be an object");
+    return Args(v.As<Napi::Object>(), fn_ + " " + key);
+  }
+  [[noreturn]] void fail(const std::string &what) const {
+    throw std::runtime_error("resnet_native: " + fn_ + ": " + what);
+  }
+
+ private:
+  template <typename T, napi_typedarray_type Type>
+  T *typed(const char *key, size_t n, bool optional) const {
+    const Napi::Value v = o_.Get(key);
+    if (optional && (v.IsNull() || v.IsUndefined())) return nullptr;
+    static const char *names[] = {"Int8Array",  "Uint8Array",   "Uint8ClampedArray", "Int16Array",
+                                  "Uint16Array", "Int32Array",  "Uint32Array",       "Float32Array"};
+    const char *want = size_t(Type) < 8 ? names[Type] : "typed array";
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != Type) {
+      fail(std::string(key) + " must be a " + want + (optional ? " (or null)" : ""));
+    }
+    auto a = v.As<Napi::TypedArrayOf<T>>();
+    if (a.ElementLength() < n) {
+      fail(std::string(key) + " must be a " + want + " of at least " + std::to_string(n) + " elements (it has " +
+           std::to_string(a.ElementLength()) + ")");
+    }
+    return a.Data();
+  }
+
+  std::string fn_;
+  Napi::Object o_;
+};
 
 // Contiguous [begin, end) share of n items for thread t of nt. Static and independent of
 // timing, so every reduction adds the same partial sums in the same order on every run.
@@ -73,17 +142,6 @@ inline void threadRange(int64_t n, int t, int nt, int64_t &begin, int64_t &end) 
 // of that reorder, so both must agree bit for bit (test/native-kernels.test.ts checks).
 // bf16 convolutions are only enabled on CPUs with those instructions (setConvPrecision).
 void toBf16(const float *src, uint16_t *dst, int64_t n);
-
-// An optional typed-array argument: null/undefined/absent -> nullptr, else its storage.
-inline uint16_t *optionalU16(const Napi::CallbackInfo &info, size_t i, size_t n, const char *what) {
-  if (i >= info.Length() || info[i].IsNull() || info[i].IsUndefined()) return nullptr;
-  if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_uint16_array ||
-      info[i].As<Napi::Uint16Array>().ElementLength() < n) {
-    throw std::runtime_error(std::string("resnet_native: ") + what + " must be a Uint16Array of at least " +
-                             std::to_string(n) + " elements");
-  }
-  return info[i].As<Napi::Uint16Array>().Data();
-}
 
 // Calls f with std::true_type or std::false_type: turns a run-time flag into a template
 // argument, so the hot loops are compiled once per combination without branches inside.

@@ -20,7 +20,7 @@ using dnnl::memory;
 using tag = memory::format_tag;
 using dt = memory::data_type;
 
-// N, IH, IW, IC, OH, OW, OC, KH, KW, SH, SW, padTop, padLeft, padBottom, padRight
+// N, IH, IW, IC, OH, OW, OC, KH, KW, SH, SW, padTop, padLeft, padBottom, padRight (readGeom)
 constexpr int kGeomLen = 15;
 using Geom = std::array<int32_t, kGeomLen>;
 
@@ -32,16 +32,21 @@ struct GeomHash {
   }
 };
 
-Geom readGeom(const Napi::Value &v) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
-      v.As<Napi::Int32Array>().ElementLength() != kGeomLen) {
-    throw std::runtime_error("resnet_native: conv geometry must be an Int32Array of 15 values");
-  }
-  auto a = v.As<Napi::Int32Array>();
+// The geometry arrives by name, as tfjs's Conv2DInfo names it ({ batch, inHeight, ...,
+// padRight }); inside, it is the array above, the key of the primitive cache.
+Geom readGeom(const Args &a) {
+  static const char *names[kGeomLen] = {"batch",        "inHeight",    "inWidth",     "inChannels",
+                                        "outHeight",    "outWidth",    "outChannels", "filterHeight",
+                                        "filterWidth",  "strideHeight", "strideWidth", "padTop",
+                                        "padLeft",      "padBottom",   "padRight"};
+  const Args geometry = a.object("geometry");
   Geom g;
-  for (int i = 0; i < kGeomLen; ++i) g[i] = a[i];
-  for (int i = 0; i < 11; ++i) {
-    if (g[i] <= 0) throw std::runtime_error("resnet_native: conv geometry has a non-positive size");
+  for (int i = 0; i < kGeomLen; ++i) {
+    const int64_t v = geometry.integer(names[i]);
+    if (v < (i < 11 ? 1 : 0) || v > INT32_MAX) {
+      geometry.fail(std::string(names[i]) + (i < 11 ? " must be positive" : " must not be negative"));
+    }
+    g[i] = int32_t(v);
   }
   return g;
 }
@@ -332,18 +337,18 @@ size_t inSize(const Geom &g) { return size_t(g[0]) * g[1] * g[2] * g[3]; }
 size_t outSize(const Geom &g) { return size_t(g[0]) * g[4] * g[5] * g[6]; }
 size_t filterSize(const Geom &g) { return size_t(g[7]) * g[8] * g[3] * g[6]; }
 
-// convForward(x, filter, y, geom[, xBf16]): y = conv(x, filter); xBf16: x already in bf16
+// convForward({ x, filter, y, geometry, xBf16? }): y = conv(x, filter); xBf16: x already
+// in bf16 (used when the conv multiplies in bf16).
 Napi::Value ConvForward(const Napi::CallbackInfo &info) {
-  const Geom g = readGeom(info[3]);
-  requireLen(info[0], inSize(g), "x");
-  requireLen(info[1], filterSize(g), "filter");
-  requireLen(info[2], outSize(g), "y");
-  uint16_t *xb = optionalU16(info, 4, inSize(g), "xBf16");
+  const Args a(info, "convForward");
+  const Geom g = readGeom(a);
+  float *x = a.f32("x", inSize(g)), *filter = a.f32("filter", filterSize(g)), *y = a.f32("y", outSize(g));
+  uint16_t *xb = a.optU16("xBf16", inSize(g));
   ConvFwd &c = getFwd(g);
   auto &s = cpuStream();
-  c.src.bind(f32(info[0], "x"));
-  c.w.bind(f32(info[1], "filter"));
-  c.dst.bind(f32(info[2], "y"));
+  c.src.bind(x);
+  c.w.bind(filter);
+  c.dst.bind(y);
   const memory &src = c.srcBf16.pick(c.src, xb, s);
   c.w.in(s);
   c.prim.execute(s, {{DNNL_ARG_SRC, src},
@@ -355,18 +360,17 @@ Napi::Value ConvForward(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
-// convBackwardData(dy, filter, dx, geom[, dyBf16]): dx = d(loss)/dx
+// convBackwardData({ dy, filter, dx, geometry, dyBf16? }): dx = d(loss)/dx
 Napi::Value ConvBackwardData(const Napi::CallbackInfo &info) {
-  const Geom g = readGeom(info[3]);
-  requireLen(info[0], outSize(g), "dy");
-  requireLen(info[1], filterSize(g), "filter");
-  requireLen(info[2], inSize(g), "dx");
-  uint16_t *dyb = optionalU16(info, 4, outSize(g), "dyBf16");
+  const Args a(info, "convBackwardData");
+  const Geom g = readGeom(a);
+  float *dy = a.f32("dy", outSize(g)), *filter = a.f32("filter", filterSize(g)), *dx = a.f32("dx", inSize(g));
+  uint16_t *dyb = a.optU16("dyBf16", outSize(g));
   ConvBwdData &c = getBwdData(g);
   auto &s = cpuStream();
-  c.diffDst.bind(f32(info[0], "dy"));
-  c.w.bind(f32(info[1], "filter"));
-  c.diffSrc.bind(f32(info[2], "dx"));
+  c.diffDst.bind(dy);
+  c.w.bind(filter);
+  c.diffSrc.bind(dx);
   const memory &diffDst = c.diffDstBf16.pick(c.diffDst, dyb, s);
   c.w.in(s);
   c.prim.execute(s, {{DNNL_ARG_DIFF_DST, diffDst},
@@ -378,19 +382,18 @@ Napi::Value ConvBackwardData(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
-// convBackwardWeights(x, dy, dfilter, geom[, xBf16[, dyBf16]]): dfilter = d(loss)/dfilter, hwio
+// convBackwardWeights({ x, dy, dfilter, geometry, xBf16?, dyBf16? }):
+// dfilter = d(loss)/dfilter, hwio
 Napi::Value ConvBackwardWeights(const Napi::CallbackInfo &info) {
-  const Geom g = readGeom(info[3]);
-  requireLen(info[0], inSize(g), "x");
-  requireLen(info[1], outSize(g), "dy");
-  requireLen(info[2], filterSize(g), "dfilter");
-  uint16_t *xb = optionalU16(info, 4, inSize(g), "xBf16");
-  uint16_t *dyb = optionalU16(info, 5, outSize(g), "dyBf16");
+  const Args a(info, "convBackwardWeights");
+  const Geom g = readGeom(a);
+  float *x = a.f32("x", inSize(g)), *dy = a.f32("dy", outSize(g)), *df = a.f32("dfilter", filterSize(g));
+  uint16_t *xb = a.optU16("xBf16", inSize(g)), *dyb = a.optU16("dyBf16", outSize(g));
   ConvBwdWeights &c = getBwdWeights(g);
   auto &s = cpuStream();
-  c.src.bind(f32(info[0], "x"));
-  c.diffDst.bind(f32(info[1], "dy"));
-  c.dw.bind(f32(info[2], "dfilter"));
+  c.src.bind(x);
+  c.diffDst.bind(dy);
+  c.dw.bind(df);
   const memory &src = c.srcBf16.pick(c.src, xb, s);
   const memory &diffDst = c.diffDstBf16.pick(c.diffDst, dyb, s);
   c.prim.execute(s, {{DNNL_ARG_SRC, src},
@@ -402,10 +405,10 @@ Napi::Value ConvBackwardWeights(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
-// convImplInfo(geom): which oneDNN implementations the three passes use (for profiling;
-// a "ref" implementation here would mean a slow fallback inside oneDNN).
+// convImplInfo({ geometry }): which oneDNN implementations the three passes use (for
+// profiling; a "ref" implementation here would mean a slow fallback inside oneDNN).
 Napi::Value ConvImplInfo(const Napi::CallbackInfo &info) {
-  const Geom g = readGeom(info[0]);
+  const Geom g = readGeom(Args(info, "convImplInfo"));
   auto o = Napi::Object::New(info.Env());
   o.Set("forward", getFwd(g).impl);
   o.Set("backwardData", getBwdData(g).impl);

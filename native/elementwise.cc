@@ -20,16 +20,6 @@ struct Dims {
   int64_t size[kMaxRank] = {};
 };
 
-std::vector<int64_t> readInts(const Napi::Value &v, const char *what) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
-    throw std::runtime_error(std::string("resnet_native: ") + what + " must be an Int32Array");
-  }
-  auto a = v.As<Napi::Int32Array>();
-  std::vector<int64_t> out(a.ElementLength());
-  for (size_t i = 0; i < out.size(); ++i) out[i] = a[i];
-  return out;
-}
-
 enum Op { kAdd = 0, kSub = 1, kMul = 2, kDiv = 3, kAddRelu = 4, kReluMask = 5, kMax = 6 };
 
 template <int OP>
@@ -87,15 +77,19 @@ void binaryLoop(const float *a, const float *b, float *out, const std::vector<in
   }
 }
 
-// binary(op, a, b, out, shape, aStrides, bStrides)
+// binary({ op, a, b, out, shape, aStrides, bStrides }): op is one of the names below.
 Napi::Value Binary(const Napi::CallbackInfo &info) {
-  const int op = int(intArg(info, 0, "op"));
-  const float *a = f32(info[1], "a"), *b = f32(info[2], "b");
-  float *out = f32(info[3], "out");
-  const auto shape = readInts(info[4], "shape"), sa = readInts(info[5], "aStrides"),
-             sb = readInts(info[6], "bStrides");
+  const Args args(info, "binary");
+  const std::string name = args.text("op");
+  static const char *names[] = {"add", "sub", "mul", "div", "addRelu", "reluMask", "max"};
+  int op = -1;
+  for (int i = 0; i < 7; ++i) {
+    if (name == names[i]) op = i;
+  }
+  if (op < 0) args.fail("unknown op \"" + name + "\"");
+  const auto shape = args.ints("shape"), sa = args.ints("aStrides"), sb = args.ints("bStrides");
   if (shape.empty() || shape.size() != sa.size() || shape.size() != sb.size()) {
-    throw std::runtime_error("resnet_native: binary op shape/stride ranks differ");
+    args.fail("shape and stride ranks differ");
   }
   int64_t n = 1, lastA = 0, lastB = 0;
   for (size_t d = 0; d < shape.size(); ++d) {
@@ -103,9 +97,8 @@ Napi::Value Binary(const Napi::CallbackInfo &info) {
     lastA += (shape[d] - 1) * sa[d];
     lastB += (shape[d] - 1) * sb[d];
   }
-  requireLen(info[3], n, "out");
-  requireLen(info[1], lastA + 1, "a");
-  requireLen(info[2], lastB + 1, "b");
+  const float *a = args.f32("a", lastA + 1), *b = args.f32("b", lastB + 1);
+  float *out = args.f32("out", n);
   switch (op) {
     case kAdd: binaryLoop<kAdd>(a, b, out, shape, sa, sb); break;
     case kSub: binaryLoop<kSub>(a, b, out, shape, sa, sb); break;
@@ -113,22 +106,20 @@ Napi::Value Binary(const Napi::CallbackInfo &info) {
     case kDiv: binaryLoop<kDiv>(a, b, out, shape, sa, sb); break;
     case kAddRelu: binaryLoop<kAddRelu>(a, b, out, shape, sa, sb); break;
     case kReluMask: binaryLoop<kReluMask>(a, b, out, shape, sa, sb); break;
-    case kMax: binaryLoop<kMax>(a, b, out, shape, sa, sb); break;
-    default: throw std::runtime_error("resnet_native: unknown binary op " + std::to_string(op));
+    default: binaryLoop<kMax>(a, b, out, shape, sa, sb); break;
   }
   return info.Env().Undefined();
 }
 
-// relu(x, out, n, alpha): out = x > 0 ? x : alpha * x  (alpha 0: ReLU)
-// step(x, out, n, alpha): out = x > 0 ? 1 : alpha      (tfjs Step, ReLU's derivative)
+// relu({ x, out, n, alpha }): out = x > 0 ? x : alpha * x  (alpha 0: ReLU)
+// step({ x, out, n, alpha }): out = x > 0 ? 1 : alpha      (tfjs Step, ReLU's derivative)
 template <bool STEP>
 Napi::Value UnaryRelu(const Napi::CallbackInfo &info) {
-  const int64_t n = intArg(info, 2, "n");
-  const float alpha = float(numArg(info, 3, "alpha"));
-  requireLen(info[0], n, "x");
-  requireLen(info[1], n, "out");
-  const float *x = f32(info[0], "x");
-  float *out = f32(info[1], "out");
+  const Args args(info, STEP ? "step" : "relu");
+  const int64_t n = args.integer("n");
+  const float alpha = float(args.number("alpha"));
+  const float *x = args.f32("x", n);
+  float *out = args.f32("out", n);
   const int nt = n < kParallelMin ? 1 : omp_get_max_threads();
 #pragma omp parallel for simd num_threads(nt) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
@@ -138,18 +129,16 @@ Napi::Value UnaryRelu(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
-// reduceMiddle(x, out, outer, reduce, inner, mean): x viewed as [outer, reduce, inner],
+// reduceMiddle({ x, out, outer, reduce, inner, mean }): x viewed as [outer, reduce, inner],
 // out[o, i] = sum (or mean) over r. Covers Mean/Sum over contiguous axes, e.g. the global
 // average pool (NHWC, axes [1,2]: outer N, reduce H*W, inner C). Sums in double, rows in
 // order, so the result does not depend on the thread count.
 Napi::Value ReduceMiddle(const Napi::CallbackInfo &info) {
-  const int64_t outer = intArg(info, 2, "outer"), red = intArg(info, 3, "reduce"),
-                inner = intArg(info, 4, "inner");
-  const bool mean = info[5].ToBoolean();
-  requireLen(info[0], outer * red * inner, "x");
-  requireLen(info[1], outer * inner, "out");
-  const float *x = f32(info[0], "x");
-  float *out = f32(info[1], "out");
+  const Args args(info, "reduceMiddle");
+  const int64_t outer = args.integer("outer"), red = args.integer("reduce"), inner = args.integer("inner");
+  const bool mean = args.flag("mean");
+  const float *x = args.f32("x", outer * red * inner);
+  float *out = args.f32("out", outer * inner);
   const int nt = outer * red * inner < kParallelMin || outer < 2 ? 1 : omp_get_max_threads();
 #pragma omp parallel num_threads(nt)
   {
@@ -170,20 +159,16 @@ Napi::Value ReduceMiddle(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
-// stridedCopy(src, srcOffset, srcStrides, dst, dstOffset, dstStrides, shape):
+// stridedCopy({ src, srcOffset, srcStrides, dst, dstOffset, dstStrides, shape }):
 // dst[dstOffset + i . dstStrides] = src[srcOffset + i . srcStrides] for i over shape.
 // Slice and StridedSlice gather into a dense dst; Pad scatters into a pre-filled dst.
 Napi::Value StridedCopy(const Napi::CallbackInfo &info) {
-  const float *src = f32(info[0], "src");
-  const int64_t so = intArg(info, 1, "srcOffset");
-  const auto ss = readInts(info[2], "srcStrides");
-  float *dst = f32(info[3], "dst");
-  const int64_t doff = intArg(info, 4, "dstOffset");
-  const auto ds = readInts(info[5], "dstStrides"), shape = readInts(info[6], "shape");
+  const Args args(info, "stridedCopy");
+  const int64_t so = args.integer("srcOffset"), doff = args.integer("dstOffset");
+  const auto ss = args.ints("srcStrides"), ds = args.ints("dstStrides"), shape = args.ints("shape");
   const int rank = int(shape.size());
-  if (rank == 0 || int(ss.size()) != rank || int(ds.size()) != rank) {
-    throw std::runtime_error("resnet_native: stridedCopy shape/stride ranks differ");
-  }
+  if (rank == 0 || int(ss.size()) != rank || int(ds.size()) != rank) args.fail("shape and stride ranks differ");
+  if (so < 0 || doff < 0) args.fail("offsets must not be negative");
   int64_t n = 1, lastS = so, lastD = doff;
   for (int d = 0; d < rank; ++d) {
     if (shape[d] <= 0) return info.Env().Undefined();
@@ -191,9 +176,8 @@ Napi::Value StridedCopy(const Napi::CallbackInfo &info) {
     lastS += (shape[d] - 1) * ss[d];
     lastD += (shape[d] - 1) * ds[d];
   }
-  if (so < 0 || doff < 0) throw std::runtime_error("resnet_native: stridedCopy negative offset");
-  requireLen(info[0], lastS + 1, "src");
-  requireLen(info[3], lastD + 1, "dst");
+  const float *src = args.f32("src", lastS + 1);
+  float *dst = args.f32("dst", lastD + 1);
   const int64_t inner = shape[rank - 1], is = ss[rank - 1], id = ds[rank - 1];
   const int64_t outer = n / inner;
   const int nt = n < kParallelMin ? 1 : omp_get_max_threads();
@@ -224,25 +208,17 @@ Napi::Value StridedCopy(const Napi::CallbackInfo &info) {
 // lo = (outChannels - C) / 2 rounded down. backward: src is dy of that output and dst is
 // dx [N, H, W, C]: dy's middle channels at the even pixels, zero at the others.
 Napi::Value ShortcutA(const Napi::CallbackInfo &info) {
-  if (info.Length() < 1 || !info[0].IsObject()) throw std::runtime_error("resnet_native: shortcutA({...})");
-  const Napi::Object o = info[0].As<Napi::Object>();
-  auto num = [&](const char *k) {
-    const Napi::Value v = o.Get(k);
-    if (!v.IsNumber()) throw std::runtime_error(std::string("resnet_native: shortcutA ") + k + " must be a number");
-    return v.As<Napi::Number>().Int64Value();
-  };
-  const int64_t n = num("batch"), h = num("height"), w = num("width"), c = num("channels"),
-                co = num("outChannels");
-  const bool backward = o.Get("backward").ToBoolean();
+  const Args args(info, "shortcutA");
+  const int64_t n = args.integer("batch"), h = args.integer("height"), w = args.integer("width"),
+                c = args.integer("channels"), co = args.integer("outChannels");
+  const bool backward = args.flag("backward");
   if (n < 1 || h < 2 || w < 2 || h % 2 || w % 2 || c < 1 || co < c) {
-    throw std::runtime_error("resnet_native: shortcutA needs even height and width and outChannels >= channels");
+    args.fail("needs even height and width and outChannels >= channels");
   }
   const int64_t oh = h / 2, ow = w / 2, lo = (co - c) / 2;
   const int64_t small = n * oh * ow * co, large = n * h * w * c;
-  requireLen(o.Get("src"), backward ? small : large, "shortcutA src");
-  requireLen(o.Get("dst"), backward ? large : small, "shortcutA dst");
-  const float *src = f32(o.Get("src"), "shortcutA src");
-  float *dst = f32(o.Get("dst"), "shortcutA dst");
+  const float *src = args.f32("src", backward ? small : large);
+  float *dst = args.f32("dst", backward ? large : small);
   const int nt = large < kParallelMin ? 1 : omp_get_max_threads();
   // One input row (n, y) of x at a time: even y pairs with output row y / 2, odd y has no
   // output row (zero in dx).
@@ -272,21 +248,20 @@ Napi::Value ShortcutA(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
-// matmul(a, b, out, batch, M, N, K, aBatch, aM, aK, bBatch, bK, bN): out[batch, M, N] =
+// matmul({ a, b, out, batch, M, N, K, aBatch, aM, aK, bBatch, bK, bN }): out[batch, M, N] =
 // sum_k a[.., m, k] * b[.., k, n], inputs addressed by element strides (transposes and
 // batch broadcasting are strides). Only the small FC layer uses it, so a plain loop with
 // the output row kept contiguous is enough; k runs in order (deterministic).
 Napi::Value Matmul(const Napi::CallbackInfo &info) {
-  const float *a = f32(info[0], "a"), *b = f32(info[1], "b");
-  float *out = f32(info[2], "out");
-  const int64_t batch = intArg(info, 3, "batch"), M = intArg(info, 4, "M"), N = intArg(info, 5, "N"),
-                K = intArg(info, 6, "K"), aB = intArg(info, 7, "aBatch"), aM = intArg(info, 8, "aM"),
-                aK = intArg(info, 9, "aK"), bB = intArg(info, 10, "bBatch"),
-                bK = intArg(info, 11, "bK"), bN = intArg(info, 12, "bN");
+  const Args args(info, "matmul");
+  const int64_t batch = args.integer("batch"), M = args.integer("M"), N = args.integer("N"),
+                K = args.integer("K"), aB = args.integer("aBatch"), aM = args.integer("aM"),
+                aK = args.integer("aK"), bB = args.integer("bBatch"), bK = args.integer("bK"),
+                bN = args.integer("bN");
   if (batch <= 0 || M <= 0 || N <= 0 || K <= 0) return info.Env().Undefined();
-  requireLen(info[2], batch * M * N, "out");
-  requireLen(info[0], (batch - 1) * aB + (M - 1) * aM + (K - 1) * aK + 1, "a");
-  requireLen(info[1], (batch - 1) * bB + (K - 1) * bK + (N - 1) * bN + 1, "b");
+  float *out = args.f32("out", batch * M * N);
+  const float *a = args.f32("a", (batch - 1) * aB + (M - 1) * aM + (K - 1) * aK + 1);
+  const float *b = args.f32("b", (batch - 1) * bB + (K - 1) * bK + (N - 1) * bN + 1);
   const int nt = batch * M * N * K < (int64_t(1) << 22) ? 1 : omp_get_max_threads();
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t bm = 0; bm < batch * M; ++bm) {
@@ -309,12 +284,12 @@ Napi::Value Matmul(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
-// fill(out, value, n)
+// fill({ out, value, n })
 Napi::Value Fill(const Napi::CallbackInfo &info) {
-  const int64_t n = intArg(info, 2, "n");
-  requireLen(info[0], n, "out");
-  float *out = f32(info[0], "out");
-  const float v = float(numArg(info, 1, "value"));
+  const Args args(info, "fill");
+  const int64_t n = args.integer("n");
+  float *out = args.f32("out", n);
+  const float v = float(args.number("value"));
   const int nt = n < kParallelMin ? 1 : omp_get_max_threads();
 #pragma omp parallel for simd num_threads(nt) schedule(static)
   for (int64_t i = 0; i < n; ++i) out[i] = v;

@@ -65,10 +65,9 @@ double timed(const Isa &isa, int64_t iters, float &sink) {
 
 // fmaPeak({ seconds }) -> { gflops, threads, isa, seconds }
 Napi::Value FmaPeak(const Napi::CallbackInfo &info) {
-  if (info.Length() < 1 || !info[0].IsObject()) throw std::runtime_error("resnet_native: fmaPeak({ seconds })");
-  const Napi::Value s = info[0].As<Napi::Object>().Get("seconds");
-  const double target = s.IsNumber() ? s.As<Napi::Number>().DoubleValue() : 1.0;
-  if (!(target > 0 && target <= 60)) throw std::runtime_error("resnet_native: fmaPeak seconds must be in (0, 60]");
+  const Args args(info, "fmaPeak");
+  const double target = args.number("seconds");
+  if (!(target > 0 && target <= 60)) args.fail("seconds must be in (0, 60]");
   const Isa isa = widest();
   float sink = 0;
   // Slices of a tenth to a fifth of `seconds`, 5 of them, the best kept: the 2-core machine has

@@ -6,15 +6,14 @@
 namespace rn {
 namespace {
 
-// sgdUpdate(w, g, v, lr, momentum, weightDecay)
+// sgdUpdate({ weights, gradient, velocity, lr, momentum, weightDecay })
 Napi::Value SgdUpdate(const Napi::CallbackInfo &info) {
-  const size_t n = f32len(info[0]);
-  requireLen(info[1], n, "gradient");
-  requireLen(info[2], n, "velocity");
-  float *w = f32(info[0], "weights"), *v = f32(info[2], "velocity");
-  const float *g = f32(info[1], "gradient");
-  const float lr = float(numArg(info, 3, "lr")), m = float(numArg(info, 4, "momentum")),
-              wd = float(numArg(info, 5, "weightDecay"));
+  const Args args(info, "sgdUpdate");
+  const size_t n = args.length("weights");
+  float *w = args.f32("weights", n), *v = args.f32("velocity", n);
+  const float *g = args.f32("gradient", n);
+  const float lr = float(args.number("lr")), m = float(args.number("momentum")),
+              wd = float(args.number("weightDecay"));
   const int nt = int64_t(n) < kParallelMin ? 1 : omp_get_max_threads();
 #pragma omp parallel for simd num_threads(nt) schedule(static)
   for (size_t i = 0; i < n; ++i) {

@@ -531,6 +531,70 @@ describe('native engine behaviour', { skip: skipReason }, () => {
     tf.dispose([w, v, g]);
   });
 
+  it('takes named arguments: a missing, mistyped or short field is a one-line error naming kernel and field', () => {
+    const addon = loadAddon();
+    // Deliberately wrong calls, past the types.
+    const loose = addon as unknown as Record<string, (...args: unknown[]) => unknown>;
+    const x = Float32Array.of(-1, 2, -3, 4);
+    const out = new Float32Array(4);
+    addon.relu({ x, out, n: 4, alpha: 0.5 });
+    assert.deepEqual([...out], [-0.5, 2, -1.5, 4]);
+    const fails = (fn: string, args: unknown[], message: string) =>
+      assert.throws(
+        () => loose[fn](...args),
+        (e: Error) => e.message === `resnet_native: ${message}`,
+        `${fn}: expected "${message}"`,
+      );
+    fails('relu', [x, out, 4, 0], 'relu: takes one object of named arguments');
+    fails('relu', [{ x, out, n: 4 }], 'relu: alpha must be a number');
+    fails('relu', [{ x, out, n: 4.5, alpha: 0 }], 'relu: n must be an integer');
+    fails('relu', [{ x: Float64Array.of(1, 2, 3, 4), out, n: 4, alpha: 0 }], 'relu: x must be a Float32Array');
+    fails(
+      'relu',
+      [{ x, out: new Float32Array(2), n: 4, alpha: 0 }],
+      'relu: out must be a Float32Array of at least 4 elements (it has 2)',
+    );
+    fails(
+      'reduceMiddle',
+      [{ x, out, outer: 1, reduce: 4, inner: 1, mean: 1 }],
+      'reduceMiddle: mean must be true or false',
+    );
+    const one = Int32Array.of(1);
+    fails(
+      'binary',
+      [{ op: 'pow', a: x, b: x, out, shape: Int32Array.of(4), aStrides: one, bStrides: one }],
+      'binary: unknown op "pow"',
+    );
+    const geometry = {
+      batch: 1,
+      inHeight: 4,
+      inWidth: 4,
+      inChannels: 1,
+      outHeight: 4,
+      outWidth: 4,
+      outChannels: 1,
+      filterHeight: 3,
+      filterWidth: 3,
+      strideHeight: 1,
+      strideWidth: 1,
+      padTop: 1,
+      padLeft: 1,
+      padBottom: 1,
+    };
+    const [img, filter, y] = [new Float32Array(16), new Float32Array(9), new Float32Array(16)];
+    fails('convForward', [{ x: img, filter, y, geometry }], 'convForward geometry: padRight must be a number');
+    fails(
+      'convForward',
+      [{ x: img, filter, y, geometry: { ...geometry, padRight: 1, inChannels: 0 } }],
+      'convForward geometry: inChannels must be positive',
+    );
+    fails(
+      'convForward',
+      [{ x: img, filter, y, geometry: { ...geometry, padRight: 1 }, xBf16: new Float32Array(16) }],
+      'convForward: xBf16 must be a Uint16Array (or null)',
+    );
+  });
+
   it('fmaPeak measures the FP32 FMA peak with the widest vectors the CPU has (the bench divides by it)', () => {
     const addon = loadAddon();
     const threads = addon.getThreads();
@@ -642,16 +706,16 @@ describe('native bf16 convolutions', { skip: skipReason || (!bf16Cpu && 'this CP
 
   it("batch norm's bf16 copies, which the convolutions take instead of converting, change no bit of training", async () => {
     // Count the conv calls that receive a ready bf16 input (the optional Uint16Array args).
-    const addon = loadAddon() as unknown as Record<string, (...args: unknown[]) => unknown>;
+    const addon = loadAddon() as unknown as Record<string, (args: Record<string, unknown>) => unknown>;
     const names = ['convForward', 'convBackwardData', 'convBackwardWeights'];
     const originals = names.map((n) => addon[n]);
     let calls = 0;
     let withCopy = 0;
     names.forEach((n, i) => {
-      addon[n] = (...args: unknown[]) => {
+      addon[n] = (args) => {
         calls++;
-        if (args.slice(4).some((a) => a instanceof Uint16Array)) withCopy++;
-        return originals[i](...args);
+        if ([args.xBf16, args.dyBf16].some((a) => a instanceof Uint16Array)) withCopy++;
+        return originals[i](args);
       };
     });
     let copied;

@@ -10,118 +10,142 @@ export interface NativeAddon {
   numProcs(): number;
   /** n floats (contents arbitrary) on a 64-byte boundary: storage for the backend's pool */
   alignedFloat32(n: number): Float32Array;
-  /** geom: N, IH, IW, IC, OH, OW, OC, KH, KW, SH, SW, padTop, padLeft, padBottom, padRight */
-  /** The optional Uint16Arrays: inputs already in bf16 (used when the conv runs in bf16). */
-  convForward(
-    x: Float32Array,
-    filter: Float32Array,
-    y: Float32Array,
-    geom: Int32Array,
-    xBf16?: Uint16Array | null,
-  ): void;
-  convBackwardData(
-    dy: Float32Array,
-    filter: Float32Array,
-    dx: Float32Array,
-    geom: Int32Array,
-    dyBf16?: Uint16Array | null,
-  ): void;
-  convBackwardWeights(
-    x: Float32Array,
-    dy: Float32Array,
-    df: Float32Array,
-    geom: Int32Array,
-    xBf16?: Uint16Array | null,
-    dyBf16?: Uint16Array | null,
-  ): void;
-  convImplInfo(geom: Int32Array): { forward: string; backwardData: string; backwardWeights: string };
+  // Every kernel takes one object of named arguments (native/common.h, class Args): a
+  // missing or mistyped field is a one-line error naming the function and the field.
+  // Arrays are written in place; optional bf16 arrays are inputs already converted (used
+  // when the conv multiplies in bf16) or extra outputs in bf16 for the next conv.
+  convForward(a: {
+    x: Float32Array;
+    filter: Float32Array;
+    y: Float32Array;
+    geometry: ConvGeometry;
+    xBf16?: Bf16;
+  }): void;
+  convBackwardData(a: {
+    dy: Float32Array;
+    filter: Float32Array;
+    dx: Float32Array;
+    geometry: ConvGeometry;
+    dyBf16?: Bf16;
+  }): void;
+  convBackwardWeights(a: {
+    x: Float32Array;
+    dy: Float32Array;
+    dfilter: Float32Array;
+    geometry: ConvGeometry;
+    xBf16?: Bf16;
+    dyBf16?: Bf16;
+  }): void;
+  convImplInfo(a: { geometry: ConvGeometry }): { forward: string; backwardData: string; backwardWeights: string };
   /** Arithmetic of the convolutions from now on; 'bf16' throws without CPU support. */
   setConvPrecision(precision: 'fp32' | 'bf16'): void;
-  bnTrainForward(
-    x: Float32Array,
-    gamma: Float32Array,
-    beta: Float32Array,
-    y: Float32Array,
-    mean: Float32Array,
-    variance: Float32Array,
-    rows: number,
-    channels: number,
-    epsilon: number,
-    relu: boolean,
+  /** x, y: [rows, channels]; gamma, beta, mean, variance: [channels]. */
+  bnTrainForward(a: {
+    x: Float32Array;
+    gamma: Float32Array;
+    beta: Float32Array;
+    y: Float32Array;
+    mean: Float32Array;
+    variance: Float32Array;
+    rows: number;
+    channels: number;
+    epsilon: number;
+    relu: boolean;
     /** y = relu?(BN(x) + residual): the end of a residual block */
-    residual?: Float32Array | null,
+    residual?: Float32Array | null;
     /** receives y in bf16 */
-    yBf16?: Uint16Array | null,
-  ): void;
-  bnTrainBackward(
-    dy: Float32Array,
-    x: Float32Array,
-    y: Float32Array | null,
-    gamma: Float32Array,
-    mean: Float32Array,
-    variance: Float32Array,
-    dx: Float32Array,
-    dgamma: Float32Array,
-    dbeta: Float32Array,
-    rows: number,
-    channels: number,
-    epsilon: number,
-    relu: boolean,
+    yBf16?: Bf16;
+  }): void;
+  bnTrainBackward(a: {
+    dy: Float32Array;
+    x: Float32Array;
+    /** the forward's output; needed only with relu */
+    y: Float32Array | null;
+    gamma: Float32Array;
+    mean: Float32Array;
+    variance: Float32Array;
+    dx: Float32Array;
+    dgamma: Float32Array;
+    dbeta: Float32Array;
+    rows: number;
+    channels: number;
+    epsilon: number;
+    relu: boolean;
     /** receives dy masked by the ReLU: the gradient of the forward's residual */
-    g?: Float32Array | null,
+    g?: Float32Array | null;
     /** receives dx in bf16 */
-    dxBf16?: Uint16Array | null,
-  ): void;
-  bnInfer(
-    x: Float32Array,
-    mean: Float32Array,
-    variance: Float32Array,
-    offset: Float32Array | null,
-    scale: Float32Array | null,
-    y: Float32Array,
-    rows: number,
-    channels: number,
-    epsilon: number,
-  ): void;
-  /** op: see BinaryOp; shape and strides in elements, 0 stride = broadcast. */
-  binary(
-    op: number,
-    a: Float32Array,
-    b: Float32Array,
-    out: Float32Array,
-    shape: Int32Array,
-    aStrides: Int32Array,
-    bStrides: Int32Array,
-  ): void;
-  relu(x: Float32Array, out: Float32Array, n: number, alpha: number): void;
-  step(x: Float32Array, out: Float32Array, n: number, alpha: number): void;
-  reduceMiddle(x: Float32Array, out: Float32Array, outer: number, reduce: number, inner: number, mean: boolean): void;
-  stridedCopy(
-    src: Float32Array,
-    srcOffset: number,
-    srcStrides: Int32Array,
-    dst: Float32Array,
-    dstOffset: number,
-    dstStrides: Int32Array,
-    shape: Int32Array,
-  ): void;
-  fill(out: Float32Array, value: number, n: number): void;
-  matmul(
-    a: Float32Array,
-    b: Float32Array,
-    out: Float32Array,
-    batch: number,
-    M: number,
-    N: number,
-    K: number,
-    aBatch: number,
-    aM: number,
-    aK: number,
-    bBatch: number,
-    bK: number,
-    bN: number,
-  ): void;
-  sgdUpdate(w: Float32Array, g: Float32Array, v: Float32Array, lr: number, momentum: number, weightDecay: number): void;
+    dxBf16?: Bf16;
+  }): void;
+  bnInfer(a: {
+    x: Float32Array;
+    mean: Float32Array;
+    variance: Float32Array;
+    offset: Float32Array | null;
+    scale: Float32Array | null;
+    y: Float32Array;
+    rows: number;
+    channels: number;
+    epsilon: number;
+  }): void;
+  /** shape and strides in elements, 0 stride = broadcast. */
+  binary(a: {
+    op: BinaryOp;
+    a: Float32Array;
+    b: Float32Array;
+    out: Float32Array;
+    shape: Int32Array;
+    aStrides: Int32Array;
+    bStrides: Int32Array;
+  }): void;
+  /** out = x > 0 ? x : alpha * x */
+  relu(a: { x: Float32Array; out: Float32Array; n: number; alpha: number }): void;
+  /** out = x > 0 ? 1 : alpha (tfjs Step, ReLU's derivative) */
+  step(a: { x: Float32Array; out: Float32Array; n: number; alpha: number }): void;
+  /** x viewed as [outer, reduce, inner]; out[outer, inner] = sum (or mean) over reduce */
+  reduceMiddle(a: {
+    x: Float32Array;
+    out: Float32Array;
+    outer: number;
+    reduce: number;
+    inner: number;
+    mean: boolean;
+  }): void;
+  /** dst[dstOffset + i . dstStrides] = src[srcOffset + i . srcStrides] for i over shape */
+  stridedCopy(a: {
+    src: Float32Array;
+    srcOffset: number;
+    srcStrides: Int32Array;
+    dst: Float32Array;
+    dstOffset: number;
+    dstStrides: Int32Array;
+    shape: Int32Array;
+  }): void;
+  fill(a: { out: Float32Array; value: number; n: number }): void;
+  /** out[batch, M, N] = a[batch, M, K] . b[batch, K, N], a and b addressed by element strides */
+  matmul(a: {
+    a: Float32Array;
+    b: Float32Array;
+    out: Float32Array;
+    batch: number;
+    M: number;
+    N: number;
+    K: number;
+    aBatch: number;
+    aM: number;
+    aK: number;
+    bBatch: number;
+    bK: number;
+    bN: number;
+  }): void;
+  /** v = momentum * v + (gradient + weightDecay * weights); weights -= lr * v, in place */
+  sgdUpdate(a: {
+    weights: Float32Array;
+    gradient: Float32Array;
+    velocity: Float32Array;
+    lr: number;
+    momentum: number;
+    weightDecay: number;
+  }): void;
   /** Option A's shortcut (native/elementwise.cc); x is [batch, height, width, channels]. */
   shortcutA(o: {
     src: Float32Array;
@@ -156,17 +180,31 @@ export interface NativeAddon {
 /** Reduction codes of NativeAddon.mpiAllreduceF64 (native/mpi.cc). */
 export const MpiOp = { sum: 0, min: 1, max: 2 } as const;
 
-/** Operation codes of NativeAddon.binary (native/elementwise.cc, enum Op). */
-export const BinaryOp = {
-  add: 0,
-  sub: 1,
-  mul: 2,
-  div: 3,
-  addRelu: 4,
-  /** out = b > 0 ? a : 0 (a = dy, b = the saved ReLU output) */
-  reluMask: 5,
-  max: 6,
-} as const;
+/** The operations of NativeAddon.binary (native/elementwise.cc). reluMask: out = b > 0 ? a : 0
+ * (a = dy, b = the saved ReLU output). */
+export type BinaryOp = 'add' | 'sub' | 'mul' | 'div' | 'addRelu' | 'reluMask' | 'max';
+
+/** An optional bf16 copy (or bf16 output) of a Float32Array of the same length. */
+type Bf16 = Uint16Array | null;
+
+/** A convolution's shape, named as tfjs's Conv2DInfo names it (NHWC input, HWIO filter). */
+export interface ConvGeometry {
+  batch: number;
+  inHeight: number;
+  inWidth: number;
+  inChannels: number;
+  outHeight: number;
+  outWidth: number;
+  outChannels: number;
+  filterHeight: number;
+  filterWidth: number;
+  strideHeight: number;
+  strideWidth: number;
+  padTop: number;
+  padLeft: number;
+  padBottom: number;
+  padRight: number;
+}
 
 /** The package root: the nearest ancestor of this file holding package.json (src/ or dist/). */
 function packageRoot(): string {

@@ -46,14 +46,14 @@ export async function loadNativeEngine(threads?: number, precision: Precision = 
       }
       // In place: the variables' storage is updated without new tensors (no allocation,
       // nothing for tfjs to track). Callers must not share w's or v's storage elsewhere.
-      loadAddon().sgdUpdate(
-        values(w, 'weights'),
-        values(g, 'gradient'),
-        values(v, 'velocity'),
+      loadAddon().sgdUpdate({
+        weights: values(w, 'weights'),
+        gradient: values(g, 'gradient'),
+        velocity: values(v, 'velocity'),
         lr,
         momentum,
         weightDecay,
-      );
+      });
     },
   };
 }

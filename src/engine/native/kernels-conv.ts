@@ -2,14 +2,15 @@
 // anything else (NCHW, dilations, other dtypes) runs the cpu reference kernel.
 import * as tf from '@tensorflow/tfjs-core';
 
+import type { ConvGeometry } from './addon';
 import { addon, alloc, allF32, type Attrs, type Backend, bf16CopyOf, f32, fallback, need, output, size } from './util';
 
 type ExplicitPad = [[number, number], [number, number], [number, number], [number, number]];
 type Pad = 'valid' | 'same' | number | ExplicitPad;
 type Rounding = 'floor' | 'round' | 'ceil' | undefined;
 
-/** The 15-int geometry native/conv.cc expects, or null when oneDNN cannot express it. */
-function geometry(info: tf.backend_util.Conv2DInfo): Int32Array | null {
+/** The geometry native/conv.cc takes, or null when oneDNN cannot express the conv. */
+function geometry(info: tf.backend_util.Conv2DInfo): ConvGeometry | null {
   if (info.dilationHeight !== 1 || info.dilationWidth !== 1) return null;
   if (info.dataFormat !== 'channelsLast') return null;
   const { top, left } = info.padInfo;
@@ -19,23 +20,23 @@ function geometry(info: tf.backend_util.Conv2DInfo): Int32Array | null {
   const bottom = (info.outHeight - 1) * info.strideHeight + info.filterHeight - info.inHeight - top;
   const right = (info.outWidth - 1) * info.strideWidth + info.filterWidth - info.inWidth - left;
   if (bottom < 0 || right < 0) return null;
-  return Int32Array.of(
-    info.batchSize,
-    info.inHeight,
-    info.inWidth,
-    info.inChannels,
-    info.outHeight,
-    info.outWidth,
-    info.outChannels,
-    info.filterHeight,
-    info.filterWidth,
-    info.strideHeight,
-    info.strideWidth,
-    top,
-    left,
-    bottom,
-    right,
-  );
+  return {
+    batch: info.batchSize,
+    inHeight: info.inHeight,
+    inWidth: info.inWidth,
+    inChannels: info.inChannels,
+    outHeight: info.outHeight,
+    outWidth: info.outWidth,
+    outChannels: info.outChannels,
+    filterHeight: info.filterHeight,
+    filterWidth: info.filterWidth,
+    strideHeight: info.strideHeight,
+    strideWidth: info.strideWidth,
+    padTop: top,
+    padLeft: left,
+    padBottom: bottom,
+    padRight: right,
+  };
 }
 
 function convInfo(
@@ -67,7 +68,7 @@ const conv2d: tf.KernelFunc = (args) => {
   if (!geom) return fallback('Conv2D', args);
   const y = alloc(backend, size(info.outShape));
   const xs = f32(backend, x);
-  addon().convForward(xs, f32(backend, filter), y, geom, bf16CopyOf(backend, xs));
+  addon().convForward({ x: xs, filter: f32(backend, filter), y, geometry: geom, xBf16: bf16CopyOf(backend, xs) });
   return output(backend, info.outShape, y);
 };
 
@@ -82,7 +83,13 @@ const conv2dBackpropInput: tf.KernelFunc = (args) => {
   if (!geom) return fallback('Conv2DBackpropInput', args);
   const dx = alloc(backend, size(inputShape));
   const dys = f32(backend, dy);
-  addon().convBackwardData(dys, f32(backend, filter), dx, geom, bf16CopyOf(backend, dys));
+  addon().convBackwardData({
+    dy: dys,
+    filter: f32(backend, filter),
+    dx,
+    geometry: geom,
+    dyBf16: bf16CopyOf(backend, dys),
+  });
   return output(backend, inputShape, dx);
 };
 
@@ -97,7 +104,14 @@ const conv2dBackpropFilter: tf.KernelFunc = (args) => {
   if (!geom) return fallback('Conv2DBackpropFilter', args);
   const df = alloc(backend, size(filterShape));
   const [xs, dys] = [f32(backend, x), f32(backend, dy)];
-  addon().convBackwardWeights(xs, dys, df, geom, bf16CopyOf(backend, xs), bf16CopyOf(backend, dys));
+  addon().convBackwardWeights({
+    x: xs,
+    dy: dys,
+    dfilter: df,
+    geometry: geom,
+    xBf16: bf16CopyOf(backend, xs),
+    dyBf16: bf16CopyOf(backend, dys),
+  });
   return output(backend, filterShape, df);
 };
 
@@ -115,5 +129,5 @@ export function convImplementations(
   pad: Pad,
 ): { forward: string; backwardData: string; backwardWeights: string } | null {
   const geom = geometry(convInfo(xShape, filterShape, { strides: stride, pad }));
-  return geom ? addon().convImplInfo(geom) : null;
+  return geom ? addon().convImplInfo({ geometry: geom }) : null;
 }

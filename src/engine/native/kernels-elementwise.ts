@@ -4,7 +4,7 @@
 // pooling and their gradients); the JS cpu kernels cost milliseconds each on them.
 import * as tf from '@tensorflow/tfjs-core';
 
-import { BinaryOp } from './addon';
+import type { BinaryOp } from './addon';
 import { addon, alloc, allF32, type Backend, f32, fallback, need, output, size, stridesOf } from './util';
 
 /**
@@ -49,7 +49,7 @@ function broadcastPlan(
   return { outShape, dims: Int32Array.from(dims), sa: Int32Array.from(da), sb: Int32Array.from(db) };
 }
 
-function binaryKernel(name: string, op: number): tf.KernelFunc {
+function binaryKernel(name: string, op: BinaryOp): tf.KernelFunc {
   return (args) => {
     const b = args.backend as Backend;
     const [a, other] = need(args.inputs, 'a', 'b');
@@ -59,7 +59,15 @@ function binaryKernel(name: string, op: number): tf.KernelFunc {
     const plan = broadcastPlan(a.shape, other.shape);
     const out = alloc(b, size(plan.outShape));
     if (out.length > 0) {
-      addon().binary(op, f32(b, a), f32(b, other), out, plan.dims, plan.sa, plan.sb);
+      addon().binary({
+        op,
+        a: f32(b, a),
+        b: f32(b, other),
+        out,
+        shape: plan.dims,
+        aStrides: plan.sa,
+        bStrides: plan.sb,
+      });
     }
     return output(b, plan.outShape, out);
   };
@@ -73,8 +81,8 @@ function reluKernel(name: string, step: boolean): tf.KernelFunc {
     const n = size(x.shape);
     const out = alloc(b, n);
     const alpha = step ? ((args.attrs?.alpha as number | undefined) ?? 0) : 0;
-    if (step) addon().step(f32(b, x), out, n, alpha);
-    else addon().relu(f32(b, x), out, n, 0);
+    if (step) addon().step({ x: f32(b, x), out, n, alpha });
+    else addon().relu({ x: f32(b, x), out, n, alpha: 0 });
     return output(b, x.shape, out);
   };
 }
@@ -99,7 +107,7 @@ function reduceKernel(name: string, mean: boolean): tf.KernelFunc {
       ? x.shape.map((d, i) => (i >= first && i <= last ? 1 : d))
       : x.shape.filter((_, i) => i < first || i > last);
     const out = alloc(b, outer * inner);
-    addon().reduceMiddle(f32(b, x), out, outer, reduce, inner, mean);
+    addon().reduceMiddle({ x: f32(b, x), out, outer, reduce, inner, mean });
     return output(b, outShape, out);
   };
 }
@@ -118,15 +126,15 @@ function gather(
   for (let i = 0; i < x.shape.length; i++) offset += begin[i] * xs[i];
   const out = alloc(b, size(shape));
   if (out.length > 0) {
-    addon().stridedCopy(
-      f32(b, x),
-      offset,
-      Int32Array.from(xs.map((s, i) => s * steps[i])),
-      out,
-      0,
-      Int32Array.from(stridesOf(shape)),
-      Int32Array.from(shape),
-    );
+    addon().stridedCopy({
+      src: f32(b, x),
+      srcOffset: offset,
+      srcStrides: Int32Array.from(xs.map((s, i) => s * steps[i])),
+      dst: out,
+      dstOffset: 0,
+      dstStrides: Int32Array.from(stridesOf(shape)),
+      shape: Int32Array.from(shape),
+    });
   }
   return output(b, outShape, out);
 }
@@ -182,20 +190,20 @@ const padV2: tf.KernelFunc = (args) => {
   if (paddings.some(([lo, hi]) => lo < 0 || hi < 0)) return fallback('PadV2', args);
   const outShape = x.shape.map((d, i) => paddings[i][0] + d + paddings[i][1]);
   const out = alloc(b, size(outShape));
-  addon().fill(out, value, out.length); // pooled storage is not zeroed
+  addon().fill({ out, value, n: out.length }); // pooled storage is not zeroed
   const os = stridesOf(outShape);
   let offset = 0;
   for (let i = 0; i < outShape.length; i++) offset += paddings[i][0] * os[i];
   if (size(x.shape) > 0) {
-    addon().stridedCopy(
-      f32(b, x),
-      0,
-      Int32Array.from(stridesOf(x.shape)),
-      out,
-      offset,
-      Int32Array.from(os),
-      Int32Array.from(x.shape),
-    );
+    addon().stridedCopy({
+      src: f32(b, x),
+      srcOffset: 0,
+      srcStrides: Int32Array.from(stridesOf(x.shape)),
+      dst: out,
+      dstOffset: offset,
+      dstStrides: Int32Array.from(os),
+      shape: Int32Array.from(x.shape),
+    });
   }
   return output(b, outShape, out);
 };
@@ -222,21 +230,21 @@ const batchMatMul: tf.KernelFunc = (args) => {
   const outBatchShape = batchA >= batchC ? a.shape.slice(0, ra - 2) : c.shape.slice(0, rc - 2);
   if (batchA === batchC && ra !== rc) return fallback('BatchMatMul', args);
   const out = alloc(b, batch * M * N);
-  addon().matmul(
-    f32(b, a),
-    f32(b, c),
+  addon().matmul({
+    a: f32(b, a),
+    b: f32(b, c),
     out,
     batch,
     M,
     N,
     K,
-    batchA === 1 ? 0 : aRows * aCols,
-    ta ? 1 : aCols,
-    ta ? aCols : 1,
-    batchC === 1 ? 0 : cRows * cCols,
-    tb ? 1 : cCols,
-    tb ? cCols : 1,
-  );
+    aBatch: batchA === 1 ? 0 : aRows * aCols,
+    aM: ta ? 1 : aCols,
+    aK: ta ? aCols : 1,
+    bBatch: batchC === 1 ? 0 : cRows * cCols,
+    bK: tb ? 1 : cCols,
+    bN: tb ? cCols : 1,
+  });
   return output(b, [...outBatchShape, M, N], out);
 };
 
@@ -254,15 +262,17 @@ const meanGrad: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const scale = Float32Array.of(1 / (attrs!.count as number));
   const plan = broadcastPlan(dy.shape, [], shape);
   const out = alloc(b, size(shape));
-  if (out.length > 0) addon().binary(BinaryOp.mul, f32(b, dy), scale, out, plan.dims, plan.sa, plan.sb);
+  if (out.length > 0) {
+    addon().binary({ op: 'mul', a: f32(b, dy), b: scale, out, shape: plan.dims, aStrides: plan.sa, bStrides: plan.sb });
+  }
   return output(b, shape, out);
 };
 
 export const elementwiseKernels: Record<string, tf.KernelFunc> = {
-  Add: binaryKernel('Add', BinaryOp.add),
-  Sub: binaryKernel('Sub', BinaryOp.sub),
-  Multiply: binaryKernel('Multiply', BinaryOp.mul),
-  RealDiv: binaryKernel('RealDiv', BinaryOp.div),
+  Add: binaryKernel('Add', 'add'),
+  Sub: binaryKernel('Sub', 'sub'),
+  Multiply: binaryKernel('Multiply', 'mul'),
+  RealDiv: binaryKernel('RealDiv', 'div'),
   Relu: reluKernel('Relu', false),
   Step: reluKernel('Step', true),
   Mean: reduceKernel('Mean', true),

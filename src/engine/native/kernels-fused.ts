@@ -3,7 +3,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ADD_RELU_KERNEL, BN_ADD_RELU_KERNEL, BN_TRAIN_KERNEL, SHORTCUT_A_KERNEL } from '../ops';
-import { BinaryOp } from './addon';
+import type { BinaryOp } from './addon';
 import { addon, alloc, allF32, type Backend, bf16CopyFor, f32, fallback, need, output, size } from './util';
 
 /** [dx, dgamma, dbeta] of ResnetBatchNormTrain; inputs {dy, x, y, gamma, mean, variance}. */
@@ -39,10 +39,10 @@ function runBnTrain(b: Backend, inputs: tf.NamedTensorInfoMap, epsilon: number, 
   const y = alloc(b, size(x.shape));
   const mean = new Float32Array(channels);
   const variance = new Float32Array(channels);
-  addon().bnTrainForward(
-    f32(b, x),
-    f32(b, gamma),
-    f32(b, beta),
+  addon().bnTrainForward({
+    x: f32(b, x),
+    gamma: f32(b, gamma),
+    beta: f32(b, beta),
     y,
     mean,
     variance,
@@ -50,9 +50,9 @@ function runBnTrain(b: Backend, inputs: tf.NamedTensorInfoMap, epsilon: number, 
     channels,
     epsilon,
     relu,
-    residual ? f32(b, residual) : null,
-    bf16CopyFor(b, y), // y is the next convolution's input
-  );
+    residual: residual ? f32(b, residual) : null,
+    yBf16: bf16CopyFor(b, y), // y is the next convolution's input
+  });
   return [output(b, x.shape, y), output(b, [channels], mean), output(b, [channels], variance)];
 }
 
@@ -76,13 +76,13 @@ function runBnTrainGrad(
   const dgamma = new Float32Array(channels);
   const dbeta = new Float32Array(channels);
   const g = emitMasked ? alloc(b, size(x.shape)) : null;
-  addon().bnTrainBackward(
-    f32(b, dy),
-    f32(b, x),
-    relu ? f32(b, y) : null,
-    f32(b, gamma),
-    f32(b, mean),
-    f32(b, variance),
+  addon().bnTrainBackward({
+    dy: f32(b, dy),
+    x: f32(b, x),
+    y: relu ? f32(b, y) : null,
+    gamma: f32(b, gamma),
+    mean: f32(b, mean),
+    variance: f32(b, variance),
     dx,
     dgamma,
     dbeta,
@@ -91,8 +91,8 @@ function runBnTrainGrad(
     epsilon,
     relu,
     g,
-    bf16CopyFor(b, dx), // dx is the incoming gradient of the convolution before
-  );
+    dxBf16: bf16CopyFor(b, dx), // dx is the incoming gradient of the convolution before
+  });
   const out = [output(b, x.shape, dx), output(b, [channels], dgamma), output(b, [channels], dbeta)];
   return g ? [...out, output(b, x.shape, g)] : out;
 }
@@ -103,11 +103,19 @@ const bnTrainGrad: tf.KernelFunc = ({ inputs, backend, attrs }) =>
 const bnAddReluGrad: tf.KernelFunc = ({ inputs, backend, attrs }) =>
   runBnTrainGrad(backend as Backend, inputs, attrs!.epsilon as number, true, true);
 
-function sameShapeBinary(op: number, backend: Backend, a: tf.TensorInfo, c: tf.TensorInfo): tf.TensorInfo {
+function sameShapeBinary(op: BinaryOp, backend: Backend, a: tf.TensorInfo, c: tf.TensorInfo): tf.TensorInfo {
   const n = size(a.shape);
   const out = alloc(backend, n);
   const one = Int32Array.of(1);
-  addon().binary(op, f32(backend, a), f32(backend, c), out, Int32Array.of(n), one, one);
+  addon().binary({
+    op,
+    a: f32(backend, a),
+    b: f32(backend, c),
+    out,
+    shape: Int32Array.of(n),
+    aStrides: one,
+    bStrides: one,
+  });
   return output(backend, a.shape, out);
 }
 
@@ -117,15 +125,11 @@ const addRelu: tf.KernelFunc = ({ inputs, backend }) => {
   if (!allF32(b, a, other) || !tf.util.arraysEqual(a.shape, other.shape)) {
     throw new Error(`${ADD_RELU_KERNEL}: needs two float32 tensors of the same shape`);
   }
-  return sameShapeBinary(BinaryOp.addRelu, b, a, other);
+  return sameShapeBinary('addRelu', b, a, other);
 };
 
 const reluMaskGrad: tf.KernelFunc = ({ inputs, backend }) =>
-  sameShapeBinary(
-    BinaryOp.reluMask,
-    backend as Backend,
-    ...(need(inputs, 'dy', 'y') as [tf.TensorInfo, tf.TensorInfo]),
-  );
+  sameShapeBinary('reluMask', backend as Backend, ...(need(inputs, 'dy', 'y') as [tf.TensorInfo, tf.TensorInfo]));
 
 function runShortcutA(b: Backend, src: tf.TensorInfo, inShape: number[], outChannels: number, backward: boolean) {
   const [batch, height, width, channels] = inShape;
@@ -162,17 +166,17 @@ const fusedBatchNorm: tf.KernelFunc = (args) => {
     return fallback('FusedBatchNorm', args);
   }
   const y = alloc(b, size(x.shape));
-  addon().bnInfer(
-    f32(b, x),
-    f32(b, mean),
-    f32(b, variance),
-    offset ? f32(b, offset) : null,
-    scale ? f32(b, scale) : null,
+  addon().bnInfer({
+    x: f32(b, x),
+    mean: f32(b, mean),
+    variance: f32(b, variance),
+    offset: offset ? f32(b, offset) : null,
+    scale: scale ? f32(b, scale) : null,
     y,
     rows,
     channels,
-    (args.attrs?.varianceEpsilon as number | undefined) ?? 0.001,
-  );
+    epsilon: (args.attrs?.varianceEpsilon as number | undefined) ?? 0.001,
+  });
   return output(b, x.shape, y);
 };
 
