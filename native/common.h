@@ -5,6 +5,7 @@
 #include <napi.h>
 #include <omp.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
@@ -81,7 +82,8 @@ class Args {
   }
   int64_t integer(const char *key) const {
     const double v = number(key);
-    if (v != double(int64_t(v))) fail(std::string(key) + " must be an integer");
+    // (Written so that NaN fails too; only then is the conversion defined.)
+    if (!(std::abs(v) <= 9007199254740992.0) || v != std::floor(v)) fail(std::string(key) + " must be an integer");
     return int64_t(v);
   }
   std::string text(const char *key) const {

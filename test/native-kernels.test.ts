@@ -548,6 +548,7 @@ describe('native engine behaviour', { skip: skipReason }, () => {
     fails('relu', [x, out, 4, 0], 'relu: takes one object of named arguments');
     fails('relu', [{ x, out, n: 4 }], 'relu: alpha must be a number');
     fails('relu', [{ x, out, n: 4.5, alpha: 0 }], 'relu: n must be an integer');
+    fails('relu', [{ x, out, n: NaN, alpha: 0 }], 'relu: n must be an integer');
     fails('relu', [{ x: Float64Array.of(1, 2, 3, 4), out, n: 4, alpha: 0 }], 'relu: x must be a Float32Array');
     fails(
       'relu',
