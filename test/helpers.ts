@@ -1,4 +1,5 @@
 // Shared by the tests: synthetic CIFAR-10 files, temp folders, the CLI as a user runs it.
+import { strict as assert } from 'node:assert';
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -128,4 +129,16 @@ export function tinyDataParallelRun(o: {
     '--out',
     o.out,
   ];
+}
+
+/** The line-mark groups vega writes into the SVG: one per plotted series. */
+export function lineSeries(svg: string): string[] {
+  return svg.match(/<g class="mark-line role-mark[^"]*"[^>]*>\s*<path[^>]*>/g) ?? [];
+}
+
+export function pngSize(file: string): { width: number; height: number } {
+  const buf = fs.readFileSync(file);
+  assert.deepEqual([...buf.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+  assert.equal(buf.subarray(12, 16).toString('ascii'), 'IHDR');
+  return { width: buf.readUInt32BE(16), height: buf.readUInt32BE(20) };
 }

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { buildFig6Spec, plotFig6 } from '../src/report/plot';
 import type { MetricsRow, RunRecord } from '../src/report/runs';
+import { lineSeries, pngSize } from './helpers';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'resnet-exp-plot-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -62,18 +63,6 @@ function fig6Runs(): RunRecord[] {
     runs.push(fakeRun('resnet', 110, seed, 1));
   }
   return runs;
-}
-
-/** The line-mark groups vega writes into the SVG: one per plotted series. */
-function lineSeries(svg: string): string[] {
-  return svg.match(/<g class="mark-line role-mark[^"]*"[^>]*>\s*<path[^>]*>/g) ?? [];
-}
-
-function pngSize(file: string): { width: number; height: number } {
-  const buf = fs.readFileSync(file);
-  assert.deepEqual([...buf.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-  assert.equal(buf.subarray(12, 16).toString('ascii'), 'IHDR');
-  return { width: buf.readUInt32BE(16), height: buf.readUInt32BE(20) };
 }
 
 type Datum = {
