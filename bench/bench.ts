@@ -132,7 +132,7 @@ function torch(net: string): Measure | string {
 function fmaPeak(): { gflops: number; isa: string } | string {
   const probe =
     "const a = require('./src/engine/native/addon').loadAddon(); " +
-    `a.setThreads(${Number(threads)}); console.log(JSON.stringify(a.fmaPeak({ seconds: 1 })));`;
+    `a.setThreads({ threads: ${Number(threads)} }); console.log(JSON.stringify(a.fmaPeak({ seconds: 1 })));`;
   const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', probe], { cwd: ROOT, encoding: 'utf8' });
   const line = r.stdout.split('\n').find((l) => l.includes('"gflops"'));
   return line ? (JSON.parse(line) as { gflops: number; isa: string }) : r.stderr.trim().split('\n').pop() || 'no addon';

@@ -57,11 +57,12 @@ const char *isaName(dnnl::cpu_isa isa) {
   }
 }
 
-// setThreads(n): the OpenMP team size for oneDNN and our own loops (one runtime: oneDNN is
+// setThreads({threads}): the OpenMP team size for oneDNN and our own loops (one runtime: oneDNN is
 // built against the same GNU OpenMP).
 Napi::Value SetThreads(const Napi::CallbackInfo &info) {
-  const int64_t n = intArg(info, 0, "threads");
-  if (n < 1 || n > 1024) throw std::runtime_error("resnet_native: threads must be in 1..1024");
+  const Args a(info, "setThreads");
+  const int64_t n = a.integer("threads");
+  if (n < 1 || n > 1024) a.fail("threads must be in 1..1024");
   omp_set_num_threads(int(n));
   return info.Env().Undefined();
 }
@@ -83,15 +84,16 @@ Napi::Value Version(const Napi::CallbackInfo &info) {
   return Napi::String::New(info.Env(), s);
 }
 
-// alignedFloat32(n): a Float32Array of n floats (contents arbitrary) whose storage starts on
+// alignedFloat32({length}): a Float32Array of `length` floats (contents arbitrary) whose storage starts on
 // a 64-byte boundary, for the backend's storage pool. V8's own large ArrayBuffers start 16
 // bytes into a page (malloc's header), so every AVX-512 load of a row of 16 channels would
 // straddle two cache lines. oneDNN asks for 64-byte alignment; measured on an AMD EPYC
 // (Zen 5), the three passes of a stage-1 conv took 6.14 vs 6.32 ms aligned vs 16 bytes off
 // (mean of 5 alternating runs), a gain a whole step's timing here is too noisy to resolve.
 Napi::Value AlignedFloat32(const Napi::CallbackInfo &info) {
-  const int64_t n = intArg(info, 0, "length");
-  if (n <= 0) throw std::runtime_error("resnet_native: alignedFloat32 needs a positive length");
+  const Args a(info, "alignedFloat32");
+  const int64_t n = a.integer("length");
+  if (n <= 0) a.fail("length must be positive");
   const size_t bytes = (size_t(n) * sizeof(float) + 63) / 64 * 64;
   void *data = std::aligned_alloc(64, bytes);
   if (!data) throw std::runtime_error("resnet_native: out of memory for a " + std::to_string(bytes) + "-byte tensor");

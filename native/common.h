@@ -28,25 +28,6 @@ dnnl::stream &cpuStream();
 // JS thread, so one growing buffer avoids a malloc/free per primitive execution.
 dnnl::memory scratchpad(const dnnl::memory::desc &md);
 
-// The Float32Array's own storage (no copy): tfjs's cpu storage is typed arrays, and the
-// native kernels read and write them in place.
-inline float *f32(const Napi::Value &v, const char *what) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
-    throw std::runtime_error(std::string("resnet_native: ") + what + " must be a Float32Array");
-  }
-  auto a = v.As<Napi::Float32Array>();
-  return a.Data();
-}
-
-inline size_t f32len(const Napi::Value &v) { return v.As<Napi::Float32Array>().ElementLength(); }
-
-inline int64_t intArg(const Napi::CallbackInfo &info, size_t i, const char *what) {
-  if (i >= info.Length() || !info[i].IsNumber()) {
-    throw std::runtime_error(std::string("resnet_native: argument ") + what + " must be a number");
-  }
-  return info[i].As<Napi::Number>().Int64Value();
-}
-
 // Named arguments. Every kernel takes one object holding its inputs, outputs and attributes
 // by name, as tfjs's kernels take {inputs, attrs}: a call site reads like the signature,
 // optional fields are just absent, and a wrong call is a one-line error naming the function
@@ -66,14 +47,25 @@ class Args {
   uint16_t *optU16(const char *key, size_t n) const { return typed<uint16_t, napi_uint16_array>(key, n, true); }
   // A Float32Array's length (for kernels whose sizes come from the arrays themselves).
   size_t length(const char *key) const {
-    typed<float, napi_float32_array>(key, 0, false);
-    return o_.Get(key).As<Napi::Float32Array>().ElementLength();
+    size_t n = 0;
+    typed<float, napi_float32_array>(key, 0, false, &n);
+    return n;
   }
   // An Int32Array's values: a shape or element strides.
   std::vector<int64_t> ints(const char *key) const {
-    const int32_t *p = typed<int32_t, napi_int32_array>(key, 0, false);
-    std::vector<int64_t> out(p, p + o_.Get(key).As<Napi::Int32Array>().ElementLength());
-    return out;
+    size_t n = 0;
+    const int32_t *p = typed<int32_t, napi_int32_array>(key, 0, false, &n);
+    return std::vector<int64_t>(p, p + n);
+  }
+  // A whole Float64Array (MPI reductions of counts and checksums); n receives its length.
+  double *f64(const char *key, size_t &n) const { return typed<double, napi_float64_array>(key, 0, false, &n); }
+  // The bytes of any typed array (MPI broadcasts); n receives the byte length.
+  uint8_t *bytes(const char *key, size_t &n) const {
+    const Napi::Value v = o_.Get(key);
+    if (!v.IsTypedArray()) fail(std::string(key) + " must be a typed array");
+    auto a = v.As<Napi::TypedArray>();
+    n = a.ByteLength();
+    return static_cast<uint8_t *>(a.ArrayBuffer().Data()) + a.ByteOffset();
   }
   double number(const char *key) const {
     const Napi::Value v = o_.Get(key);
@@ -109,12 +101,12 @@ class Args {
 
  private:
   template <typename T, napi_typedarray_type Type>
-  T *typed(const char *key, size_t n, bool optional) const {
+  T *typed(const char *key, size_t n, bool optional, size_t *length = nullptr) const {
     const Napi::Value v = o_.Get(key);
     if (optional && (v.IsNull() || v.IsUndefined())) return nullptr;
-    static const char *names[] = {"Int8Array",  "Uint8Array",   "Uint8ClampedArray", "Int16Array",
-                                  "Uint16Array", "Int32Array",  "Uint32Array",       "Float32Array"};
-    const char *want = size_t(Type) < 8 ? names[Type] : "typed array";
+    static const char *names[] = {"Int8Array",   "Uint8Array", "Uint8ClampedArray", "Int16Array",  "Uint16Array",
+                                  "Int32Array",  "Uint32Array", "Float32Array",     "Float64Array"};
+    const char *want = size_t(Type) < 9 ? names[Type] : "typed array";
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != Type) {
       fail(std::string(key) + " must be a " + want + (optional ? " (or null)" : ""));
     }
@@ -123,6 +115,7 @@ class Args {
       fail(std::string(key) + " must be a " + want + " of at least " + std::to_string(n) + " elements (it has " +
            std::to_string(a.ElementLength()) + ")");
     }
+    if (length) *length = a.ElementLength();
     return a.Data();
   }
 

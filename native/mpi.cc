@@ -59,41 +59,46 @@ Napi::Value MpiInit(const Napi::CallbackInfo &info) {
   return out;
 }
 
-// mpiAllreduceF32(buf): in-place sum over ranks of a Float32Array (gradients).
+// mpiAllreduceF32({buffer}): in-place sum over ranks of a Float32Array (gradients).
 Napi::Value MpiAllreduceF32(const Napi::CallbackInfo &info) {
+  const Args a(info, "mpiAllreduceF32");
+  const size_t n = a.length("buffer");
+  float *buf = a.f32("buffer", n);
+  if (n > size_t(INT32_MAX)) a.fail("buffer is too large for one MPI_Allreduce");
   ensureInit();
-  float *buf = f32(info[0], "buffer");
-  const size_t n = f32len(info[0]);
-  if (n > size_t(INT32_MAX)) throw std::runtime_error("resnet_native: allreduce buffer too large");
   check(MPI_Allreduce(MPI_IN_PLACE, buf, int(n), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
   return info.Env().Undefined();
 }
 
-// mpiAllreduceF64(buf, op): in place over ranks, op 0 = sum, 1 = min, 2 = max (counts,
+// mpiAllreduceF64({buffer, op}): in place over ranks, op 'sum', 'min' or 'max' (counts,
 // checksums, agreement checks).
 Napi::Value MpiAllreduceF64(const Napi::CallbackInfo &info) {
-  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
-    throw std::runtime_error("resnet_native: buffer must be a Float64Array");
-  }
+  const Args a(info, "mpiAllreduceF64");
+  size_t n = 0;
+  double *buf = a.f64("buffer", n);
+  const std::string name = a.text("op");
+  MPI_Op op = MPI_SUM;
+  if (name == "min") op = MPI_MIN;
+  else if (name == "max") op = MPI_MAX;
+  else if (name != "sum") a.fail("op must be 'sum', 'min' or 'max' (got '" + name + "')");
+  if (n > size_t(INT32_MAX)) a.fail("buffer is too large for one MPI_Allreduce");
   ensureInit();
-  auto a = info[0].As<Napi::Float64Array>();
-  const int64_t op = intArg(info, 1, "op");
-  const MPI_Op ops[] = {MPI_SUM, MPI_MIN, MPI_MAX};
-  if (op < 0 || op > 2) throw std::runtime_error("resnet_native: op must be 0 (sum), 1 (min) or 2 (max)");
-  check(MPI_Allreduce(MPI_IN_PLACE, a.Data(), int(a.ElementLength()), MPI_DOUBLE, ops[op], MPI_COMM_WORLD),
-        "MPI_Allreduce");
+  check(MPI_Allreduce(MPI_IN_PLACE, buf, int(n), MPI_DOUBLE, op, MPI_COMM_WORLD), "MPI_Allreduce");
   return info.Env().Undefined();
 }
 
-// mpiBcast(buf, root): the bytes of any typed array, from rank `root` to every rank.
+// mpiBcast({buffer, root}): the bytes of any typed array, from rank `root` to every rank.
 Napi::Value MpiBcast(const Napi::CallbackInfo &info) {
-  if (!info[0].IsTypedArray()) throw std::runtime_error("resnet_native: buffer must be a typed array");
+  const Args a(info, "mpiBcast");
+  size_t n = 0;
+  uint8_t *data = a.bytes("buffer", n);
+  const int64_t root = a.integer("root");
+  if (n > size_t(INT32_MAX)) a.fail("buffer is too large for one MPI_Bcast");
   ensureInit();
-  auto a = info[0].As<Napi::TypedArray>();
-  auto *data = static_cast<uint8_t *>(a.ArrayBuffer().Data()) + a.ByteOffset();
-  const int64_t root = intArg(info, 1, "root");
-  if (a.ByteLength() > size_t(INT32_MAX)) throw std::runtime_error("resnet_native: bcast buffer too large");
-  check(MPI_Bcast(data, int(a.ByteLength()), MPI_BYTE, int(root), MPI_COMM_WORLD), "MPI_Bcast");
+  int size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (root < 0 || root >= size) a.fail("root must be a rank in 0.." + std::to_string(size - 1));
+  check(MPI_Bcast(data, int(n), MPI_BYTE, int(root), MPI_COMM_WORLD), "MPI_Bcast");
   return info.Env().Undefined();
 }
 
@@ -103,12 +108,14 @@ Napi::Value MpiBarrier(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
-// mpiAbort(code): ends every rank of the job (a failure on one rank must not leave the
+// mpiAbort({code}): ends every rank of the job (a failure on one rank must not leave the
 // others waiting in a collective forever).
 Napi::Value MpiAbort(const Napi::CallbackInfo &info) {
-  const int code = int(intArg(info, 0, "code"));
-  if (gInitialized) MPI_Abort(MPI_COMM_WORLD, code);
-  std::exit(code);
+  const Args a(info, "mpiAbort");
+  const int64_t code = a.integer("code");
+  if (code < 0 || code > 255) a.fail("code must be an exit status in 0..255");
+  if (gInitialized) MPI_Abort(MPI_COMM_WORLD, int(code));
+  std::exit(int(code));
 }
 
 // mpiFinalize(): at a clean exit of every rank; a no-op if MPI was never used.

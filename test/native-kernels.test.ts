@@ -594,12 +594,30 @@ describe('native engine behaviour', { skip: skipReason }, () => {
       [{ x: img, filter, y, geometry: { ...geometry, padRight: 1 }, xBf16: new Float32Array(16) }],
       'convForward: xBf16 must be a Uint16Array (or null)',
     );
+    // The process-wide calls too (checked before MPI is initialized, so no MPI is started).
+    fails('setThreads', [2], 'setThreads: takes one object of named arguments');
+    fails('setThreads', [{ threads: 0 }], 'setThreads: threads must be in 1..1024');
+    fails('alignedFloat32', [{ length: 0 }], 'alignedFloat32: length must be positive');
+    if (addon.hasMpi) {
+      const counts = Float64Array.of(1, 2);
+      fails('mpiAllreduceF64', [counts, 'sum'], 'mpiAllreduceF64: takes one object of named arguments');
+      fails('mpiAllreduceF64', [{ buffer: counts, op: 0 }], 'mpiAllreduceF64: op must be a string');
+      fails(
+        'mpiAllreduceF64',
+        [{ buffer: counts, op: 'prod' }],
+        "mpiAllreduceF64: op must be 'sum', 'min' or 'max' (got 'prod')",
+      );
+      fails('mpiAllreduceF64', [{ buffer: x, op: 'sum' }], 'mpiAllreduceF64: buffer must be a Float64Array');
+      fails('mpiAllreduceF32', [{ buffer: counts }], 'mpiAllreduceF32: buffer must be a Float32Array');
+      fails('mpiBcast', [{ buffer: [1, 2], root: 0 }], 'mpiBcast: buffer must be a typed array');
+      fails('mpiAbort', [{ code: 256 }], 'mpiAbort: code must be an exit status in 0..255');
+    }
   });
 
   it('fmaPeak measures the FP32 FMA peak with the widest vectors the CPU has (the bench divides by it)', () => {
     const addon = loadAddon();
     const threads = addon.getThreads();
-    addon.setThreads(1);
+    addon.setThreads({ threads: 1 });
     try {
       const p = addon.fmaPeak({ seconds: 0.2 });
       const isa = addon.version();
@@ -614,7 +632,7 @@ describe('native engine behaviour', { skip: skipReason }, () => {
       assert.ok(p.seconds > 0 && p.seconds < 1, `${p.seconds} s a slice`);
       assert.throws(() => addon.fmaPeak({ seconds: 0 }), /seconds must be in \(0, 60\]/);
     } finally {
-      addon.setThreads(threads);
+      addon.setThreads({ threads });
     }
   });
 
@@ -633,12 +651,11 @@ describe('native engine behaviour', { skip: skipReason }, () => {
 
   it('pool storage comes from the addon (64-byte aligned), holds its values and frees with GC', async () => {
     const addon = loadAddon();
-    const fresh = addon.alignedFloat32(1001);
+    const fresh = addon.alignedFloat32({ length: 1001 });
     assert.equal(fresh.length, 1001);
     assert.equal(fresh.byteOffset, 0);
     fresh.fill(2.5);
     assert.equal(fresh[1000], 2.5);
-    assert.throws(() => addon.alignedFloat32(0), /positive length/);
     await native().loadNativeEngine(2);
     const backend = tf.backend() as unknown as { alloc(n: number): Float32Array };
     const pooled = backend.alloc(20001);

@@ -1,6 +1,6 @@
 // Who we are in a data-parallel run: the launcher (mpirun or srun) tells each process its
 // rank and the world size through the environment; MPI (native/mpi.cc) connects them.
-import { loadAddon, MpiOp, type NativeAddon } from '../engine/native/addon';
+import { loadAddon, type MpiOp, type NativeAddon } from '../engine/native/addon';
 
 /** A user-facing error about the parallel set-up (one line). */
 export class WorldError extends Error {}
@@ -25,7 +25,7 @@ export interface World {
   /** In-place sum over ranks. */
   sumF32(buffer: Float32Array): void;
   /** In-place sum, min or max over ranks. */
-  reduceF64(buffer: Float64Array, op: keyof typeof MpiOp): void;
+  reduceF64(buffer: Float64Array, op: MpiOp): void;
   /** Rank 0's bytes to every rank. */
   broadcast(buffer: Uint8Array | Float32Array): void;
   /** Ends every rank with `code` (a failure on one rank must not leave the others waiting). */
@@ -127,13 +127,13 @@ export function joinWorld(useNative: boolean, env: NodeJS.ProcessEnv = process.e
   const world: World = {
     rank: me.rank,
     size: me.size,
-    hosts: gatherHosts(me.host, me.rank, me.size, mpiBcast),
+    hosts: gatherHosts(me.host, me.rank, me.size, (buffer, root) => mpiBcast({ buffer, root })),
     localSize: info.localSize,
     launcher: info.launcher,
-    sumF32: (b) => mpiAllreduceF32(b),
-    reduceF64: (b, op) => mpiAllreduceF64(b, MpiOp[op]),
-    broadcast: (b) => mpiBcast(b, 0),
-    abort: (code) => mpiAbort(code),
+    sumF32: (buffer) => mpiAllreduceF32({ buffer }),
+    reduceF64: (buffer, op) => mpiAllreduceF64({ buffer, op }),
+    broadcast: (buffer) => mpiBcast({ buffer, root: 0 }),
+    abort: (code) => mpiAbort({ code }),
   };
   joined = world;
   return world;

@@ -5,11 +5,11 @@ import * as path from 'node:path';
 /** The functions exported by native/addon.cc and friends (all synchronous, in place). */
 export interface NativeAddon {
   version(): string;
-  setThreads(n: number): void;
+  setThreads(a: { threads: number }): void;
   getThreads(): number;
   numProcs(): number;
   /** n floats (contents arbitrary) on a 64-byte boundary: storage for the backend's pool */
-  alignedFloat32(n: number): Float32Array;
+  alignedFloat32(a: { length: number }): Float32Array;
   // Every kernel takes one object of named arguments (native/common.h, class Args): a
   // missing or mistyped field is a one-line error naming the function and the field.
   // Arrays are written in place; optional bf16 arrays are inputs already converted (used
@@ -165,20 +165,20 @@ export interface NativeAddon {
   /** Initializes MPI on first call (MPI_THREAD_FUNNELED); then only queries. */
   mpiInit?(): { rank: number; size: number; host: string };
   /** In-place sum over ranks. */
-  mpiAllreduceF32?(buffer: Float32Array): void;
-  /** In-place reduction over ranks; op: see MpiOp. */
-  mpiAllreduceF64?(buffer: Float64Array, op: number): void;
+  mpiAllreduceF32?(a: { buffer: Float32Array }): void;
+  /** In-place reduction over ranks. */
+  mpiAllreduceF64?(a: { buffer: Float64Array; op: MpiOp }): void;
   /** The bytes of `buffer` from rank `root` to every rank. */
-  mpiBcast?(buffer: Uint8Array | Float32Array | Float64Array, root: number): void;
+  mpiBcast?(a: { buffer: Uint8Array | Float32Array | Float64Array; root: number }): void;
   mpiBarrier?(): void;
-  /** MPI_Abort: ends every rank of the job with `code`. Never returns. */
-  mpiAbort?(code: number): never;
+  /** MPI_Abort: ends every rank of the job with exit status `code` (0..255). Never returns. */
+  mpiAbort?(a: { code: number }): never;
   /** MPI_Finalize, once, at a clean exit; a no-op when MPI was never initialized. */
   mpiFinalize?(): void;
 }
 
-/** Reduction codes of NativeAddon.mpiAllreduceF64 (native/mpi.cc). */
-export const MpiOp = { sum: 0, min: 1, max: 2 } as const;
+/** The reductions of NativeAddon.mpiAllreduceF64 (native/mpi.cc). */
+export type MpiOp = 'sum' | 'min' | 'max';
 
 /** The operations of NativeAddon.binary (native/elementwise.cc). reluMask: out = b > 0 ? a : 0
  * (a = dy, b = the saved ReLU output). */

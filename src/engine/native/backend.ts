@@ -77,7 +77,7 @@ export class NativeBackend extends MathBackendCPU {
       this.state.set(recycled, ArrayState.HandedOut);
       return recycled;
     }
-    const fresh = loadAddon().alignedFloat32(n); // 64-byte aligned (see native/addon.cc)
+    const fresh = loadAddon().alignedFloat32({ length: n }); // 64-byte aligned (see native/addon.cc)
     this.pooledBuffers.add(fresh.buffer);
     this.state.set(fresh, ArrayState.HandedOut);
     return fresh;

@@ -16,7 +16,7 @@ export async function loadNativeEngine(threads?: number, precision: Precision = 
   const addon = loadAddon();
   const n = threads ?? addon.numProcs();
   if (!Number.isInteger(n) || n < 1) throw new Error(`native engine: invalid thread count ${n}`);
-  addon.setThreads(n);
+  addon.setThreads({ threads: n });
   addon.setConvPrecision(precision);
   registerNativeBackend();
   if (!(await tf.setBackend(NATIVE_BACKEND))) {
