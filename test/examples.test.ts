@@ -12,6 +12,8 @@ import { cli, lineSeries, pngSize, ROOT, tempDir } from './helpers';
 
 const EXAMPLES = path.join(ROOT, 'examples');
 const RUNS = ['plain-20-s1', 'resnet-20-s1'];
+// scripts/torch-reference.py's run of the same recipe on the same files (not a run folder).
+const TORCH_CSV = path.join(EXAMPLES, 'torch-reference', 'resnet-20-s1.csv');
 const tmp = tempDir('resnet-exp-examples-');
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
@@ -91,6 +93,40 @@ describe('examples/: the full schedule of ResNet-20 and plain-20 (seed 1)', () =
       const row = section.match(new RegExp(`^\\| ${label} +\\| ([0-9.]+) +\\|`, 'm'));
       assert.ok(row, `README.md: no results row for ${label}`);
       assert.equal(Number(row[1]), Number(lastRow(run).last.testError.toFixed(2)), label);
+    }
+  });
+
+  it("the README's PyTorch cross-check quotes the two CSVs (this tool's run, PyTorch's on the same files)", () => {
+    const tool = lastRow('resnet-20-s1').rows;
+    const torch = readMetricsStrict(TORCH_CSV);
+    // The reference follows the same schedule: a row every 500 iterations, the same lr.
+    torch.forEach((r, i) => {
+      assert.equal(r.iteration, (i + 1) * 500, `${TORCH_CSV}: row ${i + 1}`);
+      assert.ok(Math.abs(r.lr - tool[i].lr) < 1e-9, `${TORCH_CSV} @${r.iteration}: lr ${r.lr}`);
+    });
+    const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+    const section = readme.slice(readme.indexOf('## Results: the paper'), readme.indexOf('## Engines'));
+    const rows = [
+      ...section.matchAll(
+        /^\| ([0-9,]+)-([0-9,]+) +\| ([0-9.]+) +\| ([0-9.]+) +\| ([0-9.]+) +\| ([0-9.]+) +\| ([0-9.]+) +\|/gm,
+      ),
+    ];
+    assert.ok(rows.length >= 2, 'README.md: the PyTorch cross-check table has no rows');
+    const mean = (rs: typeof tool, key: 'trainError' | 'testError') =>
+      Number((rs.reduce((t, r) => t + (r[key] ?? NaN), 0) / rs.length).toFixed(2));
+    for (const m of rows) {
+      const [from, to] = [Number(m[1].replace(/,/g, '')), Number(m[2].replace(/,/g, ''))];
+      const pick = (rs: typeof tool) => rs.filter((r) => r.iteration >= from && r.iteration <= to);
+      const [ours, theirs] = [pick(tool), pick(torch)];
+      const count = (to - from) / 500 + 1;
+      assert.equal(ours.length, count, `README row ${m[1]}-${m[2]}: this tool's rows`);
+      assert.equal(theirs.length, count, `README row ${m[1]}-${m[2]}: PyTorch's rows`);
+      for (const r of [...ours, ...theirs]) assert.ok(Math.abs(r.lr - Number(m[3])) < 1e-9, `lr in ${m[0]}`);
+      assert.deepEqual(
+        [m[4], m[5], m[6], m[7]].map(Number),
+        [mean(ours, 'trainError'), mean(theirs, 'trainError'), mean(ours, 'testError'), mean(theirs, 'testError')],
+        `README row ${m[1]}-${m[2]}`,
+      );
     }
   });
 
