@@ -84,12 +84,12 @@ Napi::Value Version(const Napi::CallbackInfo &info) {
   return Napi::String::New(info.Env(), s);
 }
 
-// alignedFloat32({length}): a Float32Array of `length` floats (contents arbitrary) whose storage starts on
-// a 64-byte boundary, for the backend's storage pool. V8's own large ArrayBuffers start 16
-// bytes into a page (malloc's header), so every AVX-512 load of a row of 16 channels would
-// straddle two cache lines. oneDNN asks for 64-byte alignment; measured on an AMD EPYC
-// (Zen 5), the three passes of a stage-1 conv took 6.14 vs 6.32 ms aligned vs 16 bytes off
-// (mean of 5 alternating runs), a gain a whole step's timing here is too noisy to resolve.
+// alignedFloat32({length}): a Float32Array of `length` floats (contents arbitrary) whose
+// storage starts on a 64-byte boundary, for the backend's storage pool. V8's own large
+// ArrayBuffers start 16 bytes into a page (malloc's header), so every AVX-512 load of a row of
+// 16 channels would straddle two cache lines. oneDNN asks for 64-byte alignment; measured on an
+// AMD EPYC (Zen 5), the three passes of a stage-1 conv took 6.14 vs 6.32 ms aligned vs 16 bytes
+// off (mean of 5 alternating runs), a gain a whole step's timing here is too noisy to resolve.
 Napi::Value AlignedFloat32(const Napi::CallbackInfo &info) {
   const Args a(info, "alignedFloat32");
   const int64_t n = a.integer("length");

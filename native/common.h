@@ -45,12 +45,9 @@ class Args {
   // The same, or nullptr when the field is absent, null or undefined.
   float *optF32(const char *key, size_t n) const { return typed<float, napi_float32_array>(key, n, true); }
   uint16_t *optU16(const char *key, size_t n) const { return typed<uint16_t, napi_uint16_array>(key, n, true); }
-  // A Float32Array's length (for kernels whose sizes come from the arrays themselves).
-  size_t length(const char *key) const {
-    size_t n = 0;
-    typed<float, napi_float32_array>(key, 0, false, &n);
-    return n;
-  }
+  // A whole Float32Array, for kernels whose sizes come from the arrays themselves; n
+  // receives its length (one read of the field, like f64 and ints).
+  float *wholeF32(const char *key, size_t &n) const { return typed<float, napi_float32_array>(key, 0, false, &n); }
   // An Int32Array's values: a shape or element strides.
   std::vector<int64_t> ints(const char *key) const {
     size_t n = 0;

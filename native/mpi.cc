@@ -62,8 +62,8 @@ Napi::Value MpiInit(const Napi::CallbackInfo &info) {
 // mpiAllreduceF32({buffer}): in-place sum over ranks of a Float32Array (gradients).
 Napi::Value MpiAllreduceF32(const Napi::CallbackInfo &info) {
   const Args a(info, "mpiAllreduceF32");
-  const size_t n = a.length("buffer");
-  float *buf = a.f32("buffer", n);
+  size_t n = 0;
+  float *buf = a.wholeF32("buffer", n);
   if (n > size_t(INT32_MAX)) a.fail("buffer is too large for one MPI_Allreduce");
   ensureInit();
   check(MPI_Allreduce(MPI_IN_PLACE, buf, int(n), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");

@@ -9,8 +9,8 @@ namespace {
 // sgdUpdate({ weights, gradient, velocity, lr, momentum, weightDecay })
 Napi::Value SgdUpdate(const Napi::CallbackInfo &info) {
   const Args args(info, "sgdUpdate");
-  const size_t n = args.length("weights");
-  float *w = args.f32("weights", n), *v = args.f32("velocity", n);
+  size_t n = 0;
+  float *w = args.wholeF32("weights", n), *v = args.f32("velocity", n);
   const float *g = args.f32("gradient", n);
   const float lr = float(args.number("lr")), m = float(args.number("momentum")),
               wd = float(args.number("weightDecay"));
