@@ -1,11 +1,53 @@
-// Where a training step's time goes, kernel by kernel (tf.profile):
+// Where a training step's time goes, kernel by kernel (tf.profile), and how much of it is
+// native code at all (the rest is JavaScript: tfjs's tape and bookkeeping, our kernels'
+// argument handling, the storage pool, garbage collection):
 //   node --import tsx bench/profile.ts [--engine native] [--depth 20] [--plain] [--batch 128]
-//        [--precision bf16] [--top 14]
+//        [--precision bf16] [--top 14] [--steps 10]
 // npm run bench prints it for ResNet-20; run it alone for other nets.
 import * as tf from '@tensorflow/tfjs-core';
+import { loadAddon } from '../src/engine/native/addon';
 import { netName } from '../src/model/resnet';
 import { trainStep } from '../src/train/step';
-import { arg, benchSetup } from './train-throughput';
+import { arg, benchSetup, median } from './train-throughput';
+
+/**
+ * Runs `step` `steps` times without tf.profile (which adds its own cost per kernel) and
+ * splits each step's wall time into time inside the addon's functions and the rest, by
+ * wrapping every addon function in a timer for the duration (~0.1 us per call).
+ */
+function nativeSplit(step: () => void, steps: number): { wall: number; inside: number; calls: number } {
+  const addon = loadAddon() as unknown as Record<string, unknown>;
+  const originals = new Map<string, (...a: unknown[]) => unknown>();
+  let inside = 0;
+  let calls = 0;
+  for (const [name, f] of Object.entries(addon)) {
+    if (typeof f !== 'function') continue;
+    const fn = f as (...a: unknown[]) => unknown;
+    originals.set(name, fn);
+    addon[name] = (...a: unknown[]) => {
+      const t = performance.now();
+      try {
+        return fn(...a);
+      } finally {
+        inside += performance.now() - t;
+        calls++;
+      }
+    };
+  }
+  const walls: number[] = [];
+  const insides: number[] = [];
+  try {
+    for (let i = 0; i < steps; i++) {
+      const [t0, in0] = [performance.now(), inside];
+      step();
+      walls.push(performance.now() - t0);
+      insides.push(inside - in0);
+    }
+  } finally {
+    for (const [name, f] of originals) addon[name] = f;
+  }
+  return { wall: median(walls), inside: median(insides), calls: calls / steps };
+}
 
 async function main(): Promise<void> {
   const { cfg, batch, engine, net, sgd, x, labels } = await benchSetup();
@@ -34,6 +76,15 @@ async function main(): Promise<void> {
     const share = ((100 * e.ms) / inKernels).toFixed(1);
     console.log(
       `  ${name.padEnd(28)} ${e.ms.toFixed(1).padStart(7)} ms ${share.padStart(5)}%  ${String(e.calls).padStart(4)} calls`,
+    );
+  }
+  if (engine.name === 'native') {
+    const s = nativeSplit(() => trainStep(net, sgd, x, labels, 0.1), Number(arg('steps', '10')));
+    console.log(
+      `without the profiler (median of ${arg('steps', '10')} steps): ${s.wall.toFixed(1)} ms a step, ` +
+        `${s.inside.toFixed(1)} ms inside ${s.calls.toFixed(0)} native calls, ` +
+        `${(s.wall - s.inside).toFixed(1)} ms (${((100 * (s.wall - s.inside)) / s.wall).toFixed(0)}%) in JavaScript ` +
+        '(tfjs tape and bookkeeping, kernel arguments, storage pool, GC)',
     );
   }
 }
