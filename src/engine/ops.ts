@@ -31,6 +31,16 @@ export const ADD_RELU_KERNEL = 'ResnetAddRelu';
  */
 export const SHORTCUT_A_KERNEL = 'ResnetShortcutA';
 
+/**
+ * A CIFAR net's body in training mode (src/engine/native/kernels-body.ts): the stem unit and
+ * every block, each conv -> BN -> ReLU unit as conv2d + batchNormTrain / batchNormAddRelu.
+ * inputs {x, w0, gamma0, beta0, w1, ...} (units in forward order: stem, then conv1 and
+ * conv2 of each block); attrs {epsilon, strides (one per unit), shortcuts (one per block:
+ * 0 identity, 1 option A, 2 none)}; outputs [h, mean0, variance0, mean1, ...].
+ */
+export const BODY_TRAIN_KERNEL = 'ResnetTrainBody';
+export type BodyShortcut = 'identity' | 'A' | 'none';
+
 export const BN_EPSILON = 1e-5;
 
 function fused(kernelName: string): boolean {
@@ -168,4 +178,36 @@ export function shortcutA(x: tf.Tensor4D, outChannels: number): tf.Tensor4D {
     [0, 0],
     [lo, extra - lo],
   ]);
+}
+
+/** One conv -> BN unit of trainBody: its stride and parameters. */
+export interface BodyUnit {
+  stride: 1 | 2;
+  w: tf.Tensor4D;
+  gamma: tf.Tensor1D;
+  beta: tf.Tensor1D;
+}
+
+/**
+ * The whole body in training mode as one kernel where the engine has it (one tape node
+ * instead of ~10 kernel calls and their saved-tensor clones per block), else null and the
+ * model runs its units one by one. Returns the last block's output and each unit's batch
+ * statistics, in `units` order.
+ */
+export function trainBody(
+  x: tf.Tensor4D,
+  units: BodyUnit[],
+  shortcuts: BodyShortcut[],
+  epsilon = BN_EPSILON,
+): { h: tf.Tensor4D; stats: { mean: tf.Tensor1D; variance: tf.Tensor1D }[] } | null {
+  if (!fused(BODY_TRAIN_KERNEL)) return null;
+  const inputs: tf.NamedTensorMap = { x };
+  units.forEach((u, i) => Object.assign(inputs, { [`w${i}`]: u.w, [`gamma${i}`]: u.gamma, [`beta${i}`]: u.beta }));
+  const codes = shortcuts.map((s) => ['identity', 'A', 'none'].indexOf(s));
+  const attrs = { epsilon, strides: units.map((u) => u.stride), shortcuts: codes };
+  const [h, ...stats] = tf.engine().runKernel(BODY_TRAIN_KERNEL, inputs, attrs) as tf.Tensor[];
+  return {
+    h: h as tf.Tensor4D,
+    stats: units.map((_, i) => ({ mean: stats[2 * i] as tf.Tensor1D, variance: stats[2 * i + 1] as tf.Tensor1D })),
+  };
 }

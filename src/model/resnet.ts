@@ -16,7 +16,16 @@
 // Every conv -> BN (-> + shortcut) (-> ReLU) unit goes through src/engine/ops.ts, so that
 // an engine can run it as one fused kernel.
 import * as tf from '@tensorflow/tfjs-core';
-import { addRelu, batchNormAddRelu, batchNormInfer, batchNormTrain, conv2d, shortcutA } from '../engine/ops';
+import {
+  addRelu,
+  batchNormAddRelu,
+  batchNormInfer,
+  batchNormTrain,
+  type BodyShortcut,
+  conv2d,
+  shortcutA,
+  trainBody,
+} from '../engine/ops';
 
 export type Shortcut = 'A' | 'B';
 
@@ -156,6 +165,11 @@ export class CifarNet {
   readonly runningStats = new Map<string, tf.Variable>();
   /** Training-mode BN statistics over this many equal sub-batches (--bn-shards). */
   bnShards = 1;
+  /**
+   * Train the body as one kernel where the engine has one (see trainBody). Off: unit by
+   * unit, which gives the same numbers (the tests compare the two).
+   */
+  fuseBody = true;
 
   constructor(cfg: NetConfig, seed: number) {
     this.arch = architecture(cfg);
@@ -239,6 +253,10 @@ export class CifarNet {
       return unit(b.conv2, r, true, this.shortcut(b, h, unit));
     };
 
+    if (training && !hooks && this.fuseBody) {
+      const body = this.trainBody(x, stats);
+      if (body) return this.head(body);
+    }
     let h = unit(this.arch.stem, x, true);
     for (const b of this.arch.blocks) {
       if (training || hooks?.response) {
@@ -252,8 +270,38 @@ export class CifarNet {
       if (next !== h) h.dispose();
       h = next;
     }
+    return this.head(h);
+  }
+
+  /** Global average pooling and the fully connected layer, to logits. */
+  private head(h: tf.Tensor4D): tf.Tensor2D {
     const pooled = tf.mean(h, [1, 2]) as tf.Tensor2D;
-    return tf.add(tf.matMul(pooled, p('fc/w') as tf.Tensor2D), p('fc/b')) as tf.Tensor2D;
+    const logits = tf.matMul(pooled, this.params.get('fc/w') as tf.Tensor2D);
+    return tf.add(logits, this.params.get('fc/b') as tf.Tensor) as tf.Tensor2D;
+  }
+
+  /**
+   * The body (stem and blocks) in training mode as one engine kernel (src/engine/ops.ts
+   * trainBody), where the engine has it and the net fits it: one BN shard and no
+   * projection shortcuts. Same results as the unit-by-unit forward; null otherwise.
+   */
+  private trainBody(x: tf.Tensor4D, stats?: BatchStats[]): tf.Tensor4D | null {
+    if (this.bnShards !== 1 || this.arch.blocks.some((b) => b.shortcut === 'B')) return null;
+    const units = [this.arch.stem, ...this.arch.blocks.flatMap((b) => [b.conv1, b.conv2])];
+    const p = (name: string) => this.params.get(name) as tf.Tensor;
+    const body = trainBody(
+      x,
+      units.map((u) => ({
+        stride: u.stride,
+        w: p(u.name + '/w') as tf.Tensor4D,
+        gamma: p(u.name + '/gamma') as tf.Tensor1D,
+        beta: p(u.name + '/beta') as tf.Tensor1D,
+      })),
+      this.arch.blocks.map((b) => b.shortcut as BodyShortcut),
+    );
+    if (!body) return null;
+    units.forEach((u, i) => stats?.push({ name: u.name, ...body.stats[i], count: x.shape[0] * u.outSize * u.outSize }));
+    return body.h;
   }
 
   private shortcut(

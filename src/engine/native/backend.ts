@@ -7,6 +7,7 @@ import '@tensorflow/tfjs-backend-cpu'; // registers the 'cpu' kernels we start f
 import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 
 import { loadAddon } from './addon';
+import { bodyGradient, bodyKernels } from './kernels-body';
 import { convKernels } from './kernels-conv';
 import { elementwiseKernels, meanGradient } from './kernels-elementwise';
 import { fusedGradients, fusedKernels } from './kernels-fused';
@@ -65,6 +66,7 @@ export class NativeBackend extends MathBackendCPU {
   /** bf16 copies of pool arrays, written by the kernel that wrote the array. */
   private readonly bf16Copies = new WeakMap<Float32Array, Uint16Array>();
   private readonly bf16Pool = new Map<number, Uint16Array[]>();
+  private readonly recycleHooks = new WeakMap<Float32Array, () => void>();
   /** Whether kernels that feed convolutions write bf16 copies (set for --precision bf16). */
   writeBf16Copies = false;
 
@@ -126,6 +128,11 @@ export class NativeBackend extends MathBackendCPU {
   }
 
   private recycle(a: Float32Array): void {
+    const hook = this.recycleHooks.get(a);
+    if (hook) {
+      this.recycleHooks.delete(a);
+      hook();
+    }
     const copy = this.bf16Copies.get(a);
     if (copy) {
       this.bf16Copies.delete(a);
@@ -147,6 +154,22 @@ export class NativeBackend extends MathBackendCPU {
     this.pooledBytes += a.byteLength;
   }
 
+  /**
+   * Takes back an array from alloc() that a kernel used as scratch and never made a
+   * tensor's storage (arrays below the pool's size are left to the garbage collector).
+   */
+  releaseScratch(a: Float32Array): void {
+    const state = this.state.get(a);
+    if (state === undefined) return;
+    if (state !== ArrayState.HandedOut) throw new Error('native backend: releaseScratch of a tensor or pooled array');
+    this.recycle(a);
+  }
+
+  /** Calls `f` once, when pool array `a` goes back to the pool (state kept beside a tensor). */
+  onRecycle(a: Float32Array, f: () => void): void {
+    if (this.state.has(a)) this.recycleHooks.set(a, f);
+  }
+
   /** Bytes of recycled storage waiting for reuse (diagnostics, leak tests). */
   poolBytes(): number {
     return this.pooledBytes;
@@ -162,6 +185,7 @@ export class NativeBackend extends MathBackendCPU {
 
 /** Names of the kernels that run native code on the 'native' backend. */
 export const NATIVE_KERNELS: readonly string[] = Object.keys({
+  ...bodyKernels,
   ...convKernels,
   ...fusedKernels,
   ...elementwiseKernels,
@@ -176,6 +200,7 @@ export function registerNativeBackend(): void {
   // Priority 0: never picked implicitly, only by tf.setBackend('native').
   tf.registerBackend(NATIVE_BACKEND, () => new NativeBackend(), 0);
   const native: Record<string, tf.KernelFunc> = {
+    ...bodyKernels,
     ...convKernels,
     ...fusedKernels,
     ...elementwiseKernels,
@@ -189,7 +214,7 @@ export function registerNativeBackend(): void {
   }
   // Gradients are registered by kernel name for every backend; these kernels exist only
   // on 'native', so that is where the gradients can ever run.
-  for (const g of fusedGradients) tf.registerGradient(g);
+  for (const g of [...fusedGradients, bodyGradient]) tf.registerGradient(g);
   const mean = tf.getGradient('Mean');
   if (mean) tf.registerGradient(meanGradient(mean));
 }

@@ -58,6 +58,24 @@ function convInfo(
   );
 }
 
+/**
+ * The geometry of the model's convs (src/engine/ops.ts conv2d: k x k, symmetric padding
+ * (k - 1) / 2, no dilation) for kernels that call the addon directly (kernels-body.ts).
+ */
+export function conv2dGeometry(xShape: number[], filterShape: number[], stride: number): ConvGeometry {
+  const p = (filterShape[0] - 1) / 2;
+  const pad: ExplicitPad = [
+    [0, 0],
+    [p, p],
+    [p, p],
+    [0, 0],
+  ];
+  const geom = geometry(convInfo(xShape, filterShape, { strides: stride, pad }));
+  if (!geom)
+    throw new Error(`native engine: no oneDNN geometry for a ${filterShape.join('x')} conv of ${xShape.join('x')}`);
+  return geom;
+}
+
 const conv2d: tf.KernelFunc = (args) => {
   const backend = args.backend as Backend;
   const [x, filter] = need(args.inputs, 'x', 'filter');

@@ -1,0 +1,280 @@
+// A CIFAR net's whole body in training mode -- the stem unit and every block up to the
+// last block's output -- as one kernel, and its gradient as one kernel.
+//
+// Why: a ResNet-20 step spends 15-18 ms (12-14 %) outside native code, in tfjs's per-kernel
+// dispatch, its tape, and the Identity clone of every tensor the tape keeps for the
+// backward pass (bench/profile.ts measures it). Here the body's ~10 kernels per block each
+// way become plain calls of the addon, its activations are scratch arrays instead of
+// tensors, and the gradient of a block's input is accumulated in place.
+//
+// The same native calls, on the same inputs, in the same order as the per-unit kernels
+// (kernels-conv.ts, kernels-fused.ts), so the results are bit-identical to theirs
+// (test/native-body.test.ts checks every gradient); the one change, adding a block's
+// shortcut gradient into its conv1's input gradient in place, is the same float addition
+// the tape's Add does. The model uses it only where it applies (src/engine/ops.ts:
+// trainBody): training mode, shortcuts identity / A / none, one BN shard, no hooks.
+import * as tf from '@tensorflow/tfjs-core';
+
+import { BODY_TRAIN_KERNEL, type BodyShortcut } from '../ops';
+import type { NativeBackend } from './backend';
+import { conv2dGeometry } from './kernels-conv';
+import { addon, alloc, allF32, bf16CopyFor, bf16CopyOf, f32, need, output, size } from './util';
+
+/** Gradients of ResnetTrainBody: inputs {dy, h}; attrs as the forward; outputs one per param. */
+export const BODY_TRAIN_GRAD_KERNEL = 'ResnetTrainBodyGrad';
+
+const SHORTCUT_CODES: readonly BodyShortcut[] = ['identity', 'A', 'none'];
+
+/** One conv -> BN unit's tensors, kept from the forward for the backward. */
+interface UnitState {
+  input: Float32Array;
+  inShape: number[];
+  w: Float32Array;
+  wShape: number[];
+  stride: number;
+  gamma: Float32Array;
+  z: Float32Array;
+  y: Float32Array;
+  outShape: number[];
+  mean: Float32Array;
+  variance: Float32Array;
+}
+
+/** What the backward pass needs of one forward, attached to the body's output storage. */
+interface BodyState {
+  units: UnitState[];
+  /** Per block: shortcut kind. Units are [stem, block 1 conv1, block 1 conv2, ...]. */
+  shortcuts: BodyShortcut[];
+  epsilon: number;
+  /** Scratch arrays to hand back to the pool (everything but the output). */
+  scratch: Float32Array[];
+  released: boolean;
+}
+
+const states = new WeakMap<Float32Array, BodyState>();
+
+function release(b: NativeBackend, s: BodyState): void {
+  if (s.released) return;
+  s.released = true;
+  for (const a of s.scratch) b.releaseScratch(a);
+  s.scratch.length = 0;
+}
+
+function readAttrs(attrs: tf.NamedAttrMap) {
+  const strides = attrs.strides as number[];
+  const shortcuts = (attrs.shortcuts as number[]).map((c) => SHORTCUT_CODES[c]);
+  if (strides.length !== 1 + 2 * shortcuts.length || shortcuts.some((s) => s === undefined)) {
+    throw new Error(`${BODY_TRAIN_KERNEL}: attrs need one stride per unit (1 + 2 per block) and shortcut codes 0-2`);
+  }
+  return { strides, shortcuts, epsilon: attrs.epsilon as number };
+}
+
+const bodyForward: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+  const b = backend as NativeBackend;
+  const { strides, shortcuts, epsilon } = readAttrs(attrs!);
+  const [x] = need(inputs, 'x');
+  const params = strides.map((_, i) => need(inputs, `w${i}`, `gamma${i}`, `beta${i}`));
+  if (!allF32(b, x, ...params.flat())) throw new Error(`${BODY_TRAIN_KERNEL}: needs float32 tensors`);
+  const st: BodyState = { units: [], shortcuts, epsilon, scratch: [], released: false };
+  const statsOut: tf.TensorInfo[] = [];
+
+  // conv -> BN (-> + residual) -> ReLU, as batchNormTrain / batchNormAddRelu over conv2d.
+  const unit = (i: number, input: Float32Array, inShape: number[], residual: Float32Array | null) => {
+    const [w, gamma, beta] = params[i];
+    const geometry = conv2dGeometry(inShape, w.shape, strides[i]);
+    const outShape = [geometry.batch, geometry.outHeight, geometry.outWidth, geometry.outChannels];
+    const n = size(outShape);
+    const wv = f32(b, w);
+    const z = alloc(b, n);
+    addon().convForward({ x: input, filter: wv, y: z, geometry, xBf16: bf16CopyOf(b, input) });
+    const y = alloc(b, n);
+    const channels = geometry.outChannels;
+    const mean = new Float32Array(channels);
+    const variance = new Float32Array(channels);
+    const gammaV = f32(b, gamma);
+    addon().bnTrainForward({
+      x: z,
+      gamma: gammaV,
+      beta: f32(b, beta),
+      y,
+      mean,
+      variance,
+      rows: n / channels,
+      channels,
+      epsilon,
+      relu: true,
+      residual,
+      yBf16: bf16CopyFor(b, y),
+    });
+    st.scratch.push(z, y);
+    st.units.push({
+      input,
+      inShape,
+      w: wv,
+      wShape: w.shape,
+      stride: strides[i],
+      gamma: gammaV,
+      z,
+      y,
+      outShape,
+      mean,
+      variance,
+    });
+    statsOut.push(output(b, [channels], mean), output(b, [channels], variance));
+    return { y, shape: outShape };
+  };
+
+  let h = unit(0, f32(b, x), x.shape, null);
+  shortcuts.forEach((shortcut, k) => {
+    const r = unit(1 + 2 * k, h.y, h.shape, null);
+    let residual: Float32Array | null = null;
+    if (shortcut === 'identity') residual = h.y;
+    else if (shortcut === 'A') {
+      const [batch, height, width, channels] = h.shape;
+      const outChannels = params[2 + 2 * k][0].shape[3];
+      residual = alloc(b, batch * (height / 2) * (width / 2) * outChannels);
+      addon().shortcutA({ src: h.y, dst: residual, batch, height, width, channels, outChannels, backward: false });
+      st.scratch.push(residual);
+    }
+    h = unit(2 + 2 * k, r.y, r.shape, residual);
+  });
+  // The last activation is the output tensor's storage, not scratch.
+  st.scratch.pop();
+  states.set(h.y, st);
+  // Scratch goes back to the pool after the backward pass, or with the output if that
+  // never runs (a training forward outside a gradient computation).
+  b.onRecycle(h.y, () => release(b, st));
+  return [output(b, h.shape, h.y), ...statsOut];
+};
+
+const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
+  const b = backend as NativeBackend;
+  const [dy, h] = need(inputs, 'dy', 'h');
+  const st = states.get(f32(b, h));
+  if (!st || st.released) throw new Error(`${BODY_TRAIN_GRAD_KERNEL}: no forward state for this output`);
+  const grads: tf.TensorInfo[][] = [];
+
+  // BN (-> + residual) -> ReLU backward, then the conv's weight gradient and, unless this
+  // is the stem, its input gradient. emit: also the masked dy (the residual's gradient).
+  // Each gradient array goes back to the pool as soon as it has been used.
+  const unitBackward = (i: number, g: Float32Array, emit: boolean, needDx: boolean) => {
+    const u = st.units[i];
+    const n = size(u.outShape);
+    const channels = u.outShape[3];
+    const dz = alloc(b, n);
+    const dgamma = new Float32Array(channels);
+    const dbeta = new Float32Array(channels);
+    const masked = emit ? alloc(b, n) : null;
+    addon().bnTrainBackward({
+      dy: g,
+      x: u.z,
+      y: u.y,
+      gamma: u.gamma,
+      mean: u.mean,
+      variance: u.variance,
+      dx: dz,
+      dgamma,
+      dbeta,
+      rows: n / channels,
+      channels,
+      epsilon: st.epsilon,
+      relu: true,
+      g: masked,
+      dxBf16: bf16CopyFor(b, dz),
+    });
+    const geometry = conv2dGeometry(u.inShape, u.wShape, u.stride);
+    let dx: Float32Array | null = null;
+    if (needDx) {
+      dx = alloc(b, size(u.inShape));
+      addon().convBackwardData({ dy: dz, filter: u.w, dx, geometry, dyBf16: bf16CopyOf(b, dz) });
+    }
+    const dw = alloc(b, size(u.wShape));
+    addon().convBackwardWeights({
+      x: u.input,
+      dy: dz,
+      dfilter: dw,
+      geometry,
+      xBf16: bf16CopyOf(b, u.input),
+      dyBf16: bf16CopyOf(b, dz),
+    });
+    b.releaseScratch(dz);
+    grads[i] = [output(b, u.wShape, dw), output(b, [channels], dgamma), output(b, [channels], dbeta)];
+    return { dx, masked };
+  };
+
+  const dyOut = f32(b, dy);
+  let g = dyOut;
+  const done = (a: Float32Array) => {
+    if (a !== dyOut) b.releaseScratch(a);
+  };
+  for (let k = st.shortcuts.length - 1; k >= 0; k--) {
+    const shortcut = st.shortcuts[k];
+    const second = unitBackward(2 + 2 * k, g, shortcut !== 'none', true);
+    done(g);
+    const first = unitBackward(1 + 2 * k, second.dx!, false, true);
+    done(second.dx!);
+    const dx = first.dx!;
+    let fromShortcut = second.masked;
+    if (shortcut === 'A') {
+      const inShape = st.units[1 + 2 * k].inShape;
+      const [batch, height, width, channels] = inShape;
+      const outChannels = st.units[2 + 2 * k].outShape[3];
+      fromShortcut = alloc(b, size(inShape));
+      addon().shortcutA({
+        src: second.masked!,
+        dst: fromShortcut,
+        batch,
+        height,
+        width,
+        channels,
+        outChannels,
+        backward: true,
+      });
+      done(second.masked!);
+    }
+    if (fromShortcut) {
+      // The block input feeds conv1 and the shortcut: its gradient is the sum of both,
+      // written over conv1's (the tape would make a new tensor with Add).
+      const one = Int32Array.of(1);
+      const shape = Int32Array.of(dx.length);
+      addon().binary({ op: 'add', a: fromShortcut, b: dx, out: dx, shape, aStrides: one, bStrides: one });
+      done(fromShortcut);
+    }
+    g = dx;
+  }
+  unitBackward(0, g, false, false);
+  done(g);
+  release(b, st);
+  return grads.flat();
+};
+
+export const bodyKernels: Record<string, tf.KernelFunc> = {
+  [BODY_TRAIN_KERNEL]: bodyForward,
+  [BODY_TRAIN_GRAD_KERNEL]: bodyBackward,
+};
+
+/**
+ * The body's gradient: one kernel computes every parameter's, eagerly, when the tape
+ * reaches the node; the per-input closures hand them out. Nothing is saved through the
+ * tape but the output (the key of the forward's state) and the input image.
+ */
+export const bodyGradient: tf.GradConfig = {
+  kernelName: BODY_TRAIN_KERNEL,
+  inputsToSave: ['x'],
+  outputsToSave: [true],
+  gradFunc: (dys, saved, attrs) => {
+    const dy = (dys as tf.Tensor[])[0];
+    const h = saved[1];
+    const grads = tf.engine().runKernel(BODY_TRAIN_GRAD_KERNEL, { dy, h }, attrs) as tf.Tensor[];
+    const map: Record<string, () => tf.Tensor> = {
+      x: () => {
+        throw new Error(`${BODY_TRAIN_KERNEL}: no gradient for the input images`);
+      },
+    };
+    grads.forEach((t, j) => {
+      const i = Math.floor(j / 3);
+      map[`${['w', 'gamma', 'beta'][j % 3]}${i}`] = () => t;
+    });
+    return map;
+  },
+};
