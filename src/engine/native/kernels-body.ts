@@ -89,6 +89,7 @@ const bodyForward: tf.KernelFunc = ({ inputs, backend, attrs }) => {
     addon().convForward({ x: input, filter: wv, y: z, geometry, xBf16: bf16CopyOf(b, input) });
     const y = alloc(b, n);
     const channels = geometry.outChannels;
+    // Not pool storage: the backward pass reads them after the stats tensors may be gone.
     const mean = new Float32Array(channels);
     const variance = new Float32Array(channels);
     const gammaV = f32(b, gamma);
@@ -162,8 +163,8 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
     const n = size(u.outShape);
     const channels = u.outShape[3];
     const dz = alloc(b, n);
-    const dgamma = new Float32Array(channels);
-    const dbeta = new Float32Array(channels);
+    const dgamma = alloc(b, channels);
+    const dbeta = alloc(b, channels);
     const masked = emit ? alloc(b, n) : null;
     addon().bnTrainBackward({
       dy: g,

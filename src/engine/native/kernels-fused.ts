@@ -37,8 +37,8 @@ function runBnTrain(b: Backend, inputs: tf.NamedTensorInfoMap, epsilon: number, 
     throw new Error(`${name}: needs float32 x [..., C], gamma and beta of size C (and a residual like x)`);
   }
   const y = alloc(b, size(x.shape));
-  const mean = new Float32Array(channels);
-  const variance = new Float32Array(channels);
+  const mean = alloc(b, channels);
+  const variance = alloc(b, channels);
   addon().bnTrainForward({
     x: f32(b, x),
     gamma: f32(b, gamma),
@@ -73,8 +73,8 @@ function runBnTrainGrad(
   const [dy, x, y, gamma, mean, variance] = need(inputs, 'dy', 'x', 'y', 'gamma', 'mean', 'variance');
   const { rows, channels } = channelsOf(x);
   const dx = alloc(b, size(x.shape));
-  const dgamma = new Float32Array(channels);
-  const dbeta = new Float32Array(channels);
+  const dgamma = alloc(b, channels);
+  const dbeta = alloc(b, channels);
   const g = emitMasked ? alloc(b, size(x.shape)) : null;
   addon().bnTrainBackward({
     dy: f32(b, dy),
