@@ -1,6 +1,7 @@
 // Where a training step's time goes, kernel by kernel (tf.profile), and how much of it is
-// native code at all (the rest is JavaScript: tfjs's tape and bookkeeping, our kernels'
-// argument handling, the storage pool, garbage collection):
+// native code at all, addon function by addon function (the rest is JavaScript: tfjs's
+// tape and bookkeeping, our kernels' argument handling, the storage pool, garbage
+// collection):
 //   node --import tsx bench/profile.ts [--engine native] [--depth 20] [--plain] [--batch 128]
 //        [--precision bf16] [--top 14] [--steps 10]
 // npm run bench prints it for ResNet-20; run it alone for other nets.
@@ -15,11 +16,15 @@ import { arg, benchSetup, median } from './train-throughput';
  * splits each step's wall time into time inside the addon's functions and the rest, by
  * wrapping every addon function in a timer for the duration (~0.1 us per call).
  */
-function nativeSplit(step: () => void, steps: number): { wall: number; inside: number; calls: number } {
+function nativeSplit(
+  step: () => void,
+  steps: number,
+): { wall: number; inside: number; calls: number; byFunction: Map<string, number> } {
   const addon = loadAddon() as unknown as Record<string, unknown>;
   const originals = new Map<string, (...a: unknown[]) => unknown>();
   let inside = 0;
   let calls = 0;
+  const byFunction = new Map<string, number>();
   for (const [name, f] of Object.entries(addon)) {
     if (typeof f !== 'function') continue;
     const fn = f as (...a: unknown[]) => unknown;
@@ -29,8 +34,10 @@ function nativeSplit(step: () => void, steps: number): { wall: number; inside: n
       try {
         return fn(...a);
       } finally {
-        inside += performance.now() - t;
+        const ms = performance.now() - t;
+        inside += ms;
         calls++;
+        byFunction.set(name, (byFunction.get(name) ?? 0) + ms / steps);
       }
     };
   }
@@ -46,7 +53,7 @@ function nativeSplit(step: () => void, steps: number): { wall: number; inside: n
   } finally {
     for (const [name, f] of originals) addon[name] = f;
   }
-  return { wall: median(walls), inside: median(insides), calls: calls / steps };
+  return { wall: median(walls), inside: median(insides), calls: calls / steps, byFunction };
 }
 
 async function main(): Promise<void> {
@@ -86,6 +93,11 @@ async function main(): Promise<void> {
         `${(s.wall - s.inside).toFixed(1)} ms (${((100 * (s.wall - s.inside)) / s.wall).toFixed(0)}%) in JavaScript ` +
         '(tfjs tape and bookkeeping, kernel arguments, storage pool, GC)',
     );
+    // The body kernel (src/engine/native/kernels-body.ts) shows above as one entry each
+    // way; the addon's functions show what it is made of (mean ms a step).
+    for (const [name, ms] of [...s.byFunction].sort((a, b) => b[1] - a[1]).slice(0, 8)) {
+      console.log(`  ${name.padEnd(28)} ${ms.toFixed(1).padStart(7)} ms`);
+    }
   }
 }
 
