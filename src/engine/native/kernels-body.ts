@@ -3,9 +3,9 @@
 //
 // Why: a ResNet-20 step spends 15-18 ms (12-14 %) outside native code, in tfjs's per-kernel
 // dispatch, its tape, and the Identity clone of every tensor the tape keeps for the
-// backward pass (bench/profile.ts measures it). Here the body's ~10 kernels per block each
-// way become plain calls of the addon, its activations are scratch arrays instead of
-// tensors, and the gradient of a block's input is accumulated in place.
+// backward pass (bench/profile.ts measures it). Here the body's kernels (about 5 forward and
+// 7 backward per block) become plain calls of the addon, its activations are scratch arrays
+// instead of tensors, and the gradient of a block's input is accumulated in place.
 //
 // The same native calls, on the same inputs, in the same order as the per-unit kernels
 // (kernels-conv.ts, kernels-fused.ts), so the results are bit-identical to theirs
