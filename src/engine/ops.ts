@@ -39,7 +39,9 @@ export const SHORTCUT_A_KERNEL = 'ResnetShortcutA';
  * 0 identity, 1 option A, 2 none)}; outputs [h, mean0, variance0, mean1, ...].
  */
 export const BODY_TRAIN_KERNEL = 'ResnetTrainBody';
-export type BodyShortcut = 'identity' | 'A' | 'none';
+/** The shortcut kinds trainBody takes, in the order of their codes in its attrs. */
+export const BODY_SHORTCUTS = ['identity', 'A', 'none'] as const;
+export type BodyShortcut = (typeof BODY_SHORTCUTS)[number];
 
 export const BN_EPSILON = 1e-5;
 
@@ -203,7 +205,7 @@ export function trainBody(
   if (!fused(BODY_TRAIN_KERNEL)) return null;
   const inputs: tf.NamedTensorMap = { x };
   units.forEach((u, i) => Object.assign(inputs, { [`w${i}`]: u.w, [`gamma${i}`]: u.gamma, [`beta${i}`]: u.beta }));
-  const codes = shortcuts.map((s) => ['identity', 'A', 'none'].indexOf(s));
+  const codes = shortcuts.map((s) => BODY_SHORTCUTS.indexOf(s));
   const attrs = { epsilon, strides: units.map((u) => u.stride), shortcuts: codes };
   const [h, ...stats] = tf.engine().runKernel(BODY_TRAIN_KERNEL, inputs, attrs) as tf.Tensor[];
   return {

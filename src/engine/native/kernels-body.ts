@@ -15,7 +15,8 @@
 // trainBody): training mode, shortcuts identity / A / none, one BN shard, no hooks.
 import * as tf from '@tensorflow/tfjs-core';
 
-import { BODY_TRAIN_KERNEL, type BodyShortcut } from '../ops';
+import { BODY_SHORTCUTS, BODY_TRAIN_KERNEL, type BodyShortcut } from '../ops';
+import type { ConvGeometry } from './addon';
 import type { NativeBackend } from './backend';
 import { conv2dGeometry } from './kernels-conv';
 import { addon, alloc, allF32, bf16CopyFor, bf16CopyOf, f32, need, output, size } from './util';
@@ -23,15 +24,13 @@ import { addon, alloc, allF32, bf16CopyFor, bf16CopyOf, f32, need, output, size 
 /** Gradients of ResnetTrainBody: inputs {dy, h}; attrs as the forward; outputs one per param. */
 export const BODY_TRAIN_GRAD_KERNEL = 'ResnetTrainBodyGrad';
 
-const SHORTCUT_CODES: readonly BodyShortcut[] = ['identity', 'A', 'none'];
-
 /** One conv -> BN unit's tensors, kept from the forward for the backward. */
 interface UnitState {
   input: Float32Array;
   inShape: number[];
   w: Float32Array;
   wShape: number[];
-  stride: number;
+  geometry: ConvGeometry;
   gamma: Float32Array;
   z: Float32Array;
   y: Float32Array;
@@ -62,11 +61,11 @@ function release(b: NativeBackend, s: BodyState): void {
 
 function readAttrs(attrs: tf.NamedAttrMap) {
   const strides = attrs.strides as number[];
-  const shortcuts = (attrs.shortcuts as number[]).map((c) => SHORTCUT_CODES[c]);
+  const shortcuts = (attrs.shortcuts as number[]).map((c): BodyShortcut | undefined => BODY_SHORTCUTS[c]);
   if (strides.length !== 1 + 2 * shortcuts.length || shortcuts.some((s) => s === undefined)) {
     throw new Error(`${BODY_TRAIN_KERNEL}: attrs need one stride per unit (1 + 2 per block) and shortcut codes 0-2`);
   }
-  return { strides, shortcuts, epsilon: attrs.epsilon as number };
+  return { strides, shortcuts: shortcuts as BodyShortcut[], epsilon: attrs.epsilon as number };
 }
 
 const bodyForward: tf.KernelFunc = ({ inputs, backend, attrs }) => {
@@ -113,7 +112,7 @@ const bodyForward: tf.KernelFunc = ({ inputs, backend, attrs }) => {
       inShape,
       w: wv,
       wShape: w.shape,
-      stride: strides[i],
+      geometry,
       gamma: gammaV,
       z,
       y,
@@ -183,7 +182,7 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
       g: masked,
       dxBf16: bf16CopyFor(b, dz),
     });
-    const geometry = conv2dGeometry(u.inShape, u.wShape, u.stride);
+    const { geometry } = u;
     let dx: Float32Array | null = null;
     if (needDx) {
       dx = alloc(b, size(u.inShape));
