@@ -1,4 +1,5 @@
-// Batch normalization over the rows of an NHWC tensor viewed as [M = N*H*W, C], with the
+// Batch normalization over the rows of an NHWC (or nChw16c: Layout in common.h) tensor
+// viewed as [M = N*H*W, C], with the
 // ReLU that follows it fused in (forward: clamp; backward: mask by the saved output), and
 // at the end of a residual block the shortcut's addition too.
 //
@@ -33,6 +34,7 @@ template <int64_t W>
 struct Width {
   int64_t runtime;
   int64_t operator()() const { return W > 0 ? W : runtime; }
+  operator int64_t() const { return (*this)(); }
 };
 
 template <typename F>
@@ -47,9 +49,52 @@ void withWidth(int64_t C, F &&f) {
 
 constexpr int64_t kStackChannels = 64;
 
-// sums[t*2C + c] += f(row, c) and sums[t*2C + C + c] += g(row, c) over thread t's rows.
-template <typename Wd, typename RowFn>
-void reduceRows(int64_t M, Wd width, std::vector<double> &partials, int nt, RowFn rowFn) {
+// The loops over an [M, C] tensor in either layout go by runs: f(o, c0, n, rows, stride)
+// handles `rows` consecutive rows whose channels [c0, c0 + n) sit at o + i * stride for the
+// run's i-th row: in NHWC all channels of a range of rows; in nChw16c 16 channels of rows
+// of one image, contiguous in memory. (c0, n and stride are compile-time constants where
+// they can be, so the loops unroll and the sums stay in registers.)
+//
+// The elementwise passes: every row, spread over the team in steps of kCopyRows rows; in
+// nChw16c the steps follow memory order, plane by plane, so each array is one stream (a
+// first version that visited each row's channel blocks in turn made batch norm ~30 %
+// slower at 16x16x32). step(r0, r1) runs after each NHWC step (the bf16 copies).
+template <bool BLOCKED, typename Wd, typename F, typename Step>
+void forAllRuns(const Layout &l, int64_t M, Wd width, int nt, F &&f, Step &&step) {
+  const int64_t steps = (M + kCopyRows - 1) / kCopyRows;
+  if constexpr (!BLOCKED) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t s = 0; s < steps; ++s) {
+      const int64_t r0 = s * kCopyRows, r1 = std::min(M, r0 + kCopyRows);
+      f(r0 * width(), std::integral_constant<int64_t, 0>{}, width, r1 - r0, width);
+      step(r0, r1);
+    }
+  } else {
+    // Memory position q (in rows of 16 floats) of plane p = q / HW: image p / (C / 16),
+    // channel block p % (C / 16).
+    const int64_t blocks = width() / 16, total = M * blocks;
+    const int64_t memSteps = (total + kCopyRows - 1) / kCopyRows;
+    constexpr std::integral_constant<int64_t, 16> sixteen;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t s = 0; s < memSteps; ++s) {
+      const int64_t q1 = std::min(total, (s + 1) * kCopyRows);
+      for (int64_t q = s * kCopyRows; q < q1;) {
+        const int64_t p = q / l.HW, end = std::min(q1, (p + 1) * l.HW);
+        f(q * 16, (p % blocks) * 16, sixteen, end - q, sixteen);
+        q = end;
+      }
+    }
+  }
+}
+
+// sums[t*2C + c] += f(row, c) and sums[t*2C + C + c] += g(row, c) over thread t's rows,
+// in float over blocks of kBlock rows (counted from the thread's first row), in double
+// across blocks. runFn(o, c0, n, rows, stride, f1, f2) adds one run of rows (as above)
+// into the float sums f1[c0, c0 + n), f2[c0, c0 + n). In nChw16c the runs follow memory
+// order, plane by plane; a block that spans two images is finished in the next image's
+// plane, so every channel still sums the same rows in the same order as in NHWC.
+template <bool BLOCKED, typename Wd, typename RunFn>
+void reduceRows(const Layout &l, int64_t M, Wd width, std::vector<double> &partials, int nt, RunFn runFn) {
   const int64_t C = width();
   partials.assign(size_t(nt) * 2 * C, 0.0);
 #pragma omp parallel num_threads(nt)
@@ -62,13 +107,37 @@ void reduceRows(int64_t M, Wd width, std::vector<double> &partials, int nt, RowF
     float onStack[2 * kStackChannels];
     std::vector<float> onHeap(C > kStackChannels ? 2 * C : 0);
     float *f1 = C > kStackChannels ? onHeap.data() : onStack, *f2 = f1 + C;
-    for (int64_t b = begin; b < end; b += kBlock) {
-      for (int64_t c = 0; c < C; ++c) f1[c] = f2[c] = 0.f;
-      const int64_t e = std::min(end, b + kBlock);
-      for (int64_t r = b; r < e; ++r) rowFn(r, f1, f2);
-      for (int64_t c = 0; c < C; ++c) {
+    // Zeroes channels [c0, c0 + n) of the float sums, or folds them into the double ones.
+    auto zero = [&](int64_t c0, int64_t n) {
+      for (int64_t c = c0; c < c0 + n; ++c) f1[c] = f2[c] = 0.f;
+    };
+    auto fold = [&](int64_t c0, int64_t n) {
+      for (int64_t c = c0; c < c0 + n; ++c) {
         s1[c] += f1[c];
         s2[c] += f2[c];
+      }
+    };
+    if constexpr (!BLOCKED) {
+      for (int64_t b = begin; b < end; b += kBlock) {
+        zero(0, C);
+        const int64_t e = std::min(end, b + kBlock);
+        runFn(b * C, std::integral_constant<int64_t, 0>{}, width, e - b, width, f1, f2);
+        fold(0, C);
+      }
+    } else {
+      constexpr std::integral_constant<int64_t, 16> sixteen;
+      for (int64_t img = begin / l.HW; img * l.HW < end; ++img) {
+        const int64_t r0 = std::max(begin, img * l.HW), r1 = std::min(end, (img + 1) * l.HW);
+        for (int64_t cb = 0; cb < C / 16; ++cb) {
+          for (int64_t r = r0; r < r1;) {
+            const int64_t blockEnd = std::min(end, begin + ((r - begin) / kBlock + 1) * kBlock);
+            const int64_t e = std::min(r1, blockEnd);
+            if ((r - begin) % kBlock == 0) zero(cb * 16, 16);
+            runFn((img * C + cb * 16) * l.HW + (r - img * l.HW) * 16, cb * 16, sixteen, e - r, sixteen, f1, f2);
+            if (e == blockEnd) fold(cb * 16, 16);
+            r = e;
+          }
+        }
       }
     }
   }
@@ -90,36 +159,42 @@ void combine(const std::vector<double> &partials, int nt, int64_t C, std::vector
 
 // y = x * scale[c] + shift[c] (+ res, the residual block's shortcut), optionally clamped at
 // 0; with BF16 also yb = bf16(y), the next convolution's input (see toBf16).
-template <bool RELU, bool RES, bool BF16, typename Wd>
+template <bool RELU, bool RES, bool BF16, bool BLOCKED, typename Wd>
 void affineT(const float *x, const float *scale, const float *shift, const float *res, float *y,
-             uint16_t *yb, int64_t M, Wd width, int nt) {
+             uint16_t *yb, int64_t M, Wd width, const Layout &l, int nt) {
   const int64_t C = width();
-  const int64_t steps = (M + kCopyRows - 1) / kCopyRows;
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t step = 0; step < steps; ++step) {
-    const int64_t r0 = step * kCopyRows, r1 = std::min(M, r0 + kCopyRows);
-    for (int64_t r = r0; r < r1; ++r) {
-      const float *xr = x + r * C;
-      const float *rr = RES ? res + r * C : nullptr;
-      float *yr = y + r * C;
+  forAllRuns<BLOCKED>(
+      l, M, width, nt,
+      [&](int64_t o, auto c0, auto n, int64_t rows, auto stride) {
+        const float *k = scale + c0, *b = shift + c0;
+        for (int64_t i = 0; i < rows; ++i) {
+          const float *xr = x + o + i * stride;
+          const float *rr = RES ? res + o + i * stride : nullptr;
+          float *yr = y + o + i * stride;
 #pragma omp simd
-      for (int64_t c = 0; c < C; ++c) {
-        float v = xr[c] * scale[c] + shift[c];
-        if constexpr (RES) v += rr[c];
-        yr[c] = RELU ? std::max(v, 0.f) : v;
-      }
-    }
-    if constexpr (BF16) toBf16(y + r0 * C, yb + r0 * C, (r1 - r0) * C);
-  }
+          for (int64_t c = 0; c < n; ++c) {
+            float v = xr[c] * k[c] + b[c];
+            if constexpr (RES) v += rr[c];
+            yr[c] = RELU ? std::max(v, 0.f) : v;
+          }
+        }
+      },
+      // (bf16 copies are NHWC only: readBf16Out refuses them with nChw16c.)
+      [&](int64_t r0, int64_t r1) {
+        if constexpr (BF16 && !BLOCKED) toBf16(y + r0 * C, yb + r0 * C, (r1 - r0) * C);
+      });
 }
 
 void affine(const float *x, const float *scale, const float *shift, const float *res, float *y,
-            uint16_t *yb, int64_t M, int64_t C, bool relu, int nt) {
+            uint16_t *yb, int64_t M, int64_t C, const Layout &l, bool relu, int nt) {
   withWidth(C, [&](auto w) {
     withFlag(relu, [&](auto R) {
       withFlag(res != nullptr, [&](auto S) {
         withFlag(yb != nullptr, [&](auto B) {
-          affineT<decltype(R)::value, decltype(S)::value, decltype(B)::value>(x, scale, shift, res, y, yb, M, w, nt);
+          withFlag(l.blocked, [&](auto L) {
+            affineT<decltype(R)::value, decltype(S)::value, decltype(B)::value, decltype(L)::value>(
+                x, scale, shift, res, y, yb, M, w, l, nt);
+          });
         });
       });
     });
@@ -137,8 +212,16 @@ Shape2 readShape(const Args &a) {
   return {M, C};
 }
 
+// An optional bf16 copy of an [M, C] output (key): NHWC only, the layout of the bf16
+// convolutions (the body kernel keeps nChw16c only when the convolutions run in f32).
+uint16_t *readBf16Out(const Args &a, const char *key, int64_t M, int64_t C, const Layout &l) {
+  uint16_t *p = a.optU16(key, M * C);
+  if (p && l.blocked) a.fail(std::string(key) + " is only written in layout nhwc");
+  return p;
+}
+
 // bnTrainForward({ x, gamma, beta, y, mean, variance, rows, channels, epsilon, relu,
-// residual?, yBf16? }): x and y are [rows, channels]. With a residual [rows, channels],
+// residual?, yBf16?, layout?, imageSize? }): x and y are [rows, channels] (in layout). With a residual [rows, channels],
 // y = relu?(BN(x) + residual): the end of a residual block in the same pass as the
 // normalization (no separate add + ReLU pass). yBf16 (Uint16Array [rows, channels]): also
 // receives y in bf16, for a convolution that multiplies in bf16.
@@ -151,22 +234,32 @@ Napi::Value BnTrainForward(const Napi::CallbackInfo &info) {
   const float *x = a.f32("x", M * C), *gamma = a.f32("gamma", C), *beta = a.f32("beta", C);
   float *y = a.f32("y", M * C), *mean = a.f32("mean", C), *var = a.f32("variance", C);
   const float *residual = a.optF32("residual", M * C);
-  uint16_t *yBf16 = a.optU16("yBf16", M * C);
+  const Layout l = readLayout(a, M, C);
+  uint16_t *yBf16 = readBf16Out(a, "yBf16", M, C, l);
 
   // Sums of (x - x[0]) rather than of x: shifting by a sample keeps the one-pass variance
   // E[d^2] - E[d]^2 free of cancellation when |mean| >> std.
-  std::vector<float> shift(x, x + C);
+  std::vector<float> shift(C);
+  for (int64_t c = 0; c < C; ++c) shift[c] = x[l.at(0, c)];
   const int nt = teamSize(M * C);
   std::vector<double> partials, s1, s2;
   withWidth(C, [&](auto w) {
-    reduceRows(M, w, partials, nt, [&](int64_t r, float *f1, float *f2) {
-      const float *xr = x + r * w();
+    withFlag(l.blocked, [&](auto L) {
+      reduceRows<decltype(L)::value>(
+          l, M, w, partials, nt,
+          [&](int64_t o, auto c0, auto n, int64_t rows, auto stride, float *f1, float *f2) {
+            const float *__restrict sh = shift.data() + c0;
+            float *__restrict g1 = f1 + c0, *__restrict g2 = f2 + c0;
+            for (int64_t i = 0; i < rows; ++i) {
+              const float *__restrict xr = x + o + i * stride;
 #pragma omp simd
-      for (int64_t c = 0; c < w(); ++c) {
-        const float d = xr[c] - shift[c];
-        f1[c] += d;
-        f2[c] += d * d;
-      }
+              for (int64_t c = 0; c < n; ++c) {
+                const float d = xr[c] - sh[c];
+                g1[c] += d;
+                g2[c] += d * d;
+              }
+            }
+          });
     });
   });
   combine(partials, nt, C, s1, s2);
@@ -182,7 +275,7 @@ Napi::Value BnTrainForward(const Napi::CallbackInfo &info) {
     scale[c] = float(k);
     bias[c] = float(beta[c] - mu * k);
   }
-  affine(x, scale.data(), bias.data(), residual, y, yBf16, M, C, relu, nt);
+  affine(x, scale.data(), bias.data(), residual, y, yBf16, M, C, l, relu, nt);
   return info.Env().Undefined();
 }
 
@@ -191,52 +284,61 @@ Napi::Value BnTrainForward(const Napi::CallbackInfo &info) {
 // gradient of a residual input), inside the same SIMD loop: a second loop after it made the
 // call 8x slower (8.1 vs 1.0 ms at 131072 x 16 on an AMD EPYC); inside it costs 1.26 vs 1.19.
 // BF16: also store dx in bf16 in dxb (the incoming gradient of the convolution before).
-template <bool RELU, bool EMIT, bool BF16, typename Wd>
+template <bool RELU, bool EMIT, bool BF16, bool BLOCKED, typename Wd>
 void bnBackwardPasses(const float *dy, const float *x, const float *y, const float *mean,
-                      int64_t M, Wd width, int nt, std::vector<double> &partials,
+                      int64_t M, Wd width, const Layout &l, int nt, std::vector<double> &partials,
                       std::vector<double> &sg, std::vector<double> &sgx,
                       const std::function<void(std::vector<float> &, std::vector<float> &,
                                                std::vector<float> &)> &fold,
                       float *dx, float *gOut, uint16_t *dxb) {
   const int64_t C = width();
-  reduceRows(M, width, partials, nt, [&](int64_t r, float *f1, float *f2) {
-    const float *dyr = dy + r * C, *xr = x + r * C;
-    const float *yr = RELU ? y + r * C : nullptr;
+  reduceRows<BLOCKED>(
+      l, M, width, partials, nt,
+      [&](int64_t o, auto c0, auto n, int64_t rows, auto stride, float *f1, float *f2) {
+        const float *__restrict mu = mean + c0;
+        float *__restrict g1 = f1 + c0, *__restrict g2 = f2 + c0;
+        for (int64_t i = 0; i < rows; ++i) {
+          const float *__restrict dyr = dy + o + i * stride, *__restrict xr = x + o + i * stride;
+          const float *__restrict yr = RELU ? y + o + i * stride : nullptr;
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c) {
-      float g = dyr[c];
-      if constexpr (RELU) g = yr[c] > 0.f ? g : 0.f;
-      f1[c] += g;
-      f2[c] += g * (xr[c] - mean[c]);
-    }
-  });
+          for (int64_t c = 0; c < n; ++c) {
+            float g = dyr[c];
+            if constexpr (RELU) g = yr[c] > 0.f ? g : 0.f;
+            g1[c] += g;
+            g2[c] += g * (xr[c] - mu[c]);
+          }
+        }
+      });
   combine(partials, nt, C, sg, sgx);
   std::vector<float> k(C), b(C), d(C);
   fold(k, b, d);
   const float *kp = k.data(), *bp = b.data(), *dp = d.data();
-  const int64_t steps = (M + kCopyRows - 1) / kCopyRows;
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t step = 0; step < steps; ++step) {
-    const int64_t r0 = step * kCopyRows, r1 = std::min(M, r0 + kCopyRows);
-    for (int64_t r = r0; r < r1; ++r) {
-      const float *dyr = dy + r * C, *xr = x + r * C;
-      const float *yr = RELU ? y + r * C : nullptr;
-      float *dxr = dx + r * C;
-      float *gr = EMIT ? gOut + r * C : nullptr;
+  forAllRuns<BLOCKED>(
+      l, M, width, nt,
+      [&](int64_t o, auto c0, auto n, int64_t rows, auto stride) {
+        const float *kc = kp + c0, *bc = bp + c0, *dc = dp + c0;
+        for (int64_t i = 0; i < rows; ++i) {
+          const int64_t at = o + i * stride;
+          const float *dyr = dy + at, *xr = x + at;
+          const float *yr = RELU ? y + at : nullptr;
+          float *dxr = dx + at;
+          float *gr = EMIT ? gOut + at : nullptr;
 #pragma omp simd
-      for (int64_t c = 0; c < C; ++c) {
-        float g = dyr[c];
-        if constexpr (RELU) g = yr[c] > 0.f ? g : 0.f;
-        dxr[c] = kp[c] * g + bp[c] * xr[c] + dp[c];
-        if constexpr (EMIT) gr[c] = g;
-      }
-    }
-    if constexpr (BF16) toBf16(dx + r0 * C, dxb + r0 * C, (r1 - r0) * C);
-  }
+          for (int64_t c = 0; c < n; ++c) {
+            float g = dyr[c];
+            if constexpr (RELU) g = yr[c] > 0.f ? g : 0.f;
+            dxr[c] = kc[c] * g + bc[c] * xr[c] + dc[c];
+            if constexpr (EMIT) gr[c] = g;
+          }
+        }
+      },
+      [&](int64_t r0, int64_t r1) {
+        if constexpr (BF16 && !BLOCKED) toBf16(dx + r0 * C, dxb + r0 * C, (r1 - r0) * C);
+      });
 }
 
 // bnTrainBackward({ dy, x, y, gamma, mean, variance, dx, dgamma, dbeta, rows, channels,
-// epsilon, relu, g?, dxBf16? }). y (the forward's output) is needed only with relu.
+// epsilon, relu, g?, dxBf16?, layout?, imageSize? }); every [rows, channels] array in layout. y (the forward's output) is needed only with relu.
 // With g = relu ? dy * (y > 0) : dy and xhat = (x - mean) / sqrt(var + eps):
 //   dbeta = sum g, dgamma = sum g * xhat,
 //   dx = gamma / sqrt(var + eps) * (g - dbeta / M - xhat * dgamma / M).
@@ -255,7 +357,8 @@ Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
   // it anyway, instead of by a separate ReLU-mask pass).
   float *g = a.optF32("g", M * C);
   // dxBf16 (optional Uint16Array [M, C]): receives dx in bf16.
-  uint16_t *dxb = a.optU16("dxBf16", M * C);
+  const Layout l = readLayout(a, M, C);
+  uint16_t *dxb = readBf16Out(a, "dxBf16", M, C, l);
 
   const int nt = teamSize(M * C);
   std::vector<double> partials, sg, sgx;
@@ -276,8 +379,10 @@ Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
     withFlag(relu, [&](auto R) {
       withFlag(g != nullptr, [&](auto E) {
         withFlag(dxb != nullptr, [&](auto B) {
-          bnBackwardPasses<decltype(R)::value, decltype(E)::value, decltype(B)::value>(
-              dy, x, y, mean, M, w, nt, partials, sg, sgx, fold, dx, g, dxb);
+          withFlag(l.blocked, [&](auto L) {
+            bnBackwardPasses<decltype(R)::value, decltype(E)::value, decltype(B)::value, decltype(L)::value>(
+                dy, x, y, mean, M, w, l, nt, partials, sg, sgx, fold, dx, g, dxb);
+          });
         });
       });
     });
@@ -301,7 +406,7 @@ Napi::Value BnInfer(const Napi::CallbackInfo &info) {
     k[c] = float(kc);
     b[c] = float((offset ? offset[c] : 0.0) - mean[c] * kc);
   }
-  affine(x, k.data(), b.data(), nullptr, y, nullptr, M, C, false, teamSize(M * C));
+  affine(x, k.data(), b.data(), nullptr, y, nullptr, M, C, Layout{C}, false, teamSize(M * C));
   return info.Env().Undefined();
 }
 

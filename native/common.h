@@ -80,6 +80,11 @@ class Args {
     if (!v.IsString()) fail(std::string(key) + " must be a string");
     return v.As<Napi::String>().Utf8Value();
   }
+  // Whether an optional field is given (present and neither null nor undefined).
+  bool has(const char *key) const {
+    const Napi::Value v = o_.Get(key);
+    return !v.IsNull() && !v.IsUndefined();
+  }
   // Booleans must be given: a misspelt flag is an error, not a silent false.
   bool flag(const char *key) const {
     const Napi::Value v = o_.Get(key);
@@ -126,6 +131,39 @@ inline void threadRange(int64_t n, int t, int nt, int64_t &begin, int64_t &end) 
   const int64_t q = n / nt, r = n % nt;
   begin = t * q + (t < r ? t : r);
   end = begin + q + (t < r ? 1 : 0);
+}
+
+// Where an activation's values live, the tensor viewed as [M = N*H*W rows, C channels]:
+// NHWC (tfjs's layout: a row's channels contiguous) or oneDNN's nChw16c (channels in blocks
+// of 16, each block an [H*W, 16] plane per image), the layout oneDNN's Winograd and blocked
+// direct convolutions compute in. The body kernel (src/engine/native/kernels-body.ts) keeps
+// its activations in nChw16c, so no reorder runs around those convolutions. Channels
+// [16b, 16b + 16) of row r start at row(r) + b * block(); in NHWC that is r * C + 16b, so
+// one loop over runs of 16 serves both. With C = 16 the two layouts are the same bytes.
+struct Layout {
+  int64_t C = 0, HW = 1;
+  bool blocked = false;
+  int64_t row(int64_t r) const { return blocked ? (r / HW) * HW * C + (r % HW) * 16 : r * C; }
+  int64_t block() const { return blocked ? HW * 16 : 16; }
+  int64_t at(int64_t r, int64_t c) const { return row(r) + (c / 16) * block() + c % 16; }
+};
+
+// The optional field layout ("nhwc", the default, or "nChw16c") of an activation of M rows
+// and C channels (a multiple of 16 for nChw16c), whose images have HW = H*W rows: given by
+// the caller, or else (HW = 0) read from the field imageSize.
+inline Layout readLayout(const Args &a, int64_t M, int64_t C, int64_t HW = 0) {
+  Layout l;
+  l.C = C;
+  if (!a.has("layout")) return l;
+  const std::string name = a.text("layout");
+  if (name == "nhwc") return l;
+  if (name != "nChw16c") a.fail("layout must be \"nhwc\" or \"nChw16c\", not \"" + name + "\"");
+  l.HW = HW > 0 ? HW : a.integer("imageSize");
+  if (C % 16 != 0 || l.HW < 1 || M % l.HW != 0) {
+    a.fail("layout nChw16c needs channels divisible by 16 and imageSize (H*W) dividing the rows");
+  }
+  l.blocked = C != 16;  // 16 channels: the same bytes as NHWC, read the faster way
+  return l;
 }
 
 // f32 -> bf16 exactly as oneDNN's reorders convert on CPUs with bf16 instructions

@@ -4,8 +4,11 @@
 // Each distinct geometry builds its primitives once (creating a primitive JIT-compiles
 // code, far too slow to do per call) and caches them with the memory objects around them;
 // a call only re-points those memory objects at the JS typed arrays and executes.
-// Activations are used in place in the user's nhwc layout, except for the Winograd convs
-// below, which reorder them in and out of a blocked layout. Filters are reordered to the
+// Activations are used in place in the caller's layout: tfjs's nhwc, or oneDNN's blocked
+// nChw16c (the body kernel's, see Layout in common.h). Every conv whose channel counts are
+// multiples of 16 computes in nChw16c, whatever the caller's layout (the same kernels, so
+// the same numbers either way); an nhwc caller pays a reorder in and out of it, except at
+// 16 channels, where the two layouts are the same bytes. Filters are reordered to the
 // layout the primitive prefers (they are small), and weight gradients back to hwio.
 #include <array>
 #include <memory>
@@ -20,9 +23,11 @@ using dnnl::memory;
 using tag = memory::format_tag;
 using dt = memory::data_type;
 
-// N, IH, IW, IC, OH, OW, OC, KH, KW, SH, SW, padTop, padLeft, padBottom, padRight (readGeom)
+// N, IH, IW, IC, OH, OW, OC, KH, KW, SH, SW, padTop, padLeft, padBottom, padRight, then
+// 1 if the caller's activations are nChw16c (readGeom): the key of the primitive cache.
 constexpr int kGeomLen = 15;
-using Geom = std::array<int32_t, kGeomLen>;
+constexpr int kBlocked = kGeomLen;
+using Geom = std::array<int32_t, kGeomLen + 1>;
 
 struct GeomHash {
   size_t operator()(const Geom &g) const {
@@ -33,7 +38,8 @@ struct GeomHash {
 };
 
 // The geometry arrives by name, as tfjs's Conv2DInfo names it ({ batch, inHeight, ...,
-// padRight }); inside, it is the array above, the key of the primitive cache.
+// padRight }), and the activations' layout as the optional field layout ("nhwc" or
+// "nChw16c"); inside, they are the array above.
 Geom readGeom(const Args &a) {
   static const char *names[kGeomLen] = {"batch",        "inHeight",    "inWidth",     "inChannels",
                                         "outHeight",    "outWidth",    "outChannels", "filterHeight",
@@ -48,6 +54,12 @@ Geom readGeom(const Args &a) {
     }
     g[i] = int32_t(v);
   }
+  const std::string layout = a.has("layout") ? a.text("layout") : "nhwc";
+  if (layout != "nhwc" && layout != "nChw16c") a.fail("layout must be \"nhwc\" or \"nChw16c\", not \"" + layout + "\"");
+  g[kBlocked] = layout == "nChw16c";
+  if (g[kBlocked] && (g[3] % 16 != 0 || g[6] % 16 != 0)) {
+    a.fail("layout nChw16c needs input and output channels divisible by 16");
+  }
   return g;
 }
 
@@ -59,8 +71,9 @@ struct Descs {
 Descs descsFor(const Geom &g) {
   const memory::dim N = g[0], IH = g[1], IW = g[2], IC = g[3], OH = g[4], OW = g[5], OC = g[6],
                     KH = g[7], KW = g[8];
-  return Descs{memory::desc({N, IC, IH, IW}, dt::f32, tag::nhwc),
-               memory::desc({N, OC, OH, OW}, dt::f32, tag::nhwc),
+  const tag user = g[kBlocked] ? tag::nChw16c : tag::nhwc;
+  return Descs{memory::desc({N, IC, IH, IW}, dt::f32, user),
+               memory::desc({N, OC, OH, OW}, dt::f32, user),
                memory::desc({OC, IC, KH, KW}, dt::f32, tag::hwio),
                memory::desc({OC, IC, KH, KW}, dt::f32, tag::any),
                {g[9], g[10]},
@@ -75,6 +88,9 @@ dnnl::primitive_attr userScratchpad() {
 }
 
 enum class Pass { forward, backwardData, backwardWeights };
+
+// --precision bf16 (setConvPrecision); see bf16Pays.
+bool gBf16 = false;
 
 // Winograd F(4x4, 3x3) for the 3x3 stride-1 convs of stages 2 and 3 (16x16 maps with 32
 // channels, 8x8 with 64). oneDNN's Winograd kernels need the blocked nChw16c layout, yet
@@ -108,8 +124,22 @@ struct Plan {
   bool bf16;
 };
 
-Plan directF32(const Descs &d) {
-  return {dnnl::algorithm::convolution_direct, d.src, d.dst, d.src, d.dst, dt::f32, false};
+// An activation of the geometry (its src or dst) in layout t and type ty.
+memory::desc act(const Descs &d, bool src, tag t, dt ty = dt::f32) {
+  return memory::desc(src ? d.src.dims() : d.dst.dims(), ty, t);
+}
+
+// The direct f32 kernels compute in nChw16c when both channel counts are multiples of 16
+// (stages 2 and 3 and the stride-2 convs into them), so a body kept in nChw16c needs no
+// reorder (ResNet-56 step, AMD EPYC Zen 5: 20-38 ms of reorders around the Winograd convs
+// alone). At 16 -> 16 channels (stage 1) the bytes are the same either way and oneDNN's
+// nhwc kernels are as fast or faster (batch 128, ms: forward 2.78 vs 2.67, backward data
+// 2.06 vs 2.12), so they stay; so does nhwc in bf16 mode, the layout of the bf16 copies.
+Plan directF32(const Geom &g, const Descs &d) {
+  const bool blocked = !gBf16 && g[3] % 16 == 0 && g[6] % 16 == 0 && !(g[3] == 16 && g[6] == 16);
+  const memory::desc src = act(d, true, blocked ? tag::nChw16c : tag::nhwc);
+  const memory::desc dst = act(d, false, blocked ? tag::nChw16c : tag::nhwc);
+  return {dnnl::algorithm::convolution_direct, src, dst, src, dst, dt::f32, false};
 }
 
 memory::desc withWeights(const Descs &d, dt t) { return memory::desc(d.wAny.dims(), t, tag::any); }
@@ -137,8 +167,6 @@ dnnl::convolution_forward::primitive_desc forwardPd(const Descs &d, const Plan &
 // vs 0.9-1.3 ms) and on the 3-channel stem, so those passes stay f32 -- a fixed rule of
 // the geometry, like the Winograd one. So does any geometry whose bf16 forward kernel
 // would be oneDNN's slow reference code.
-bool gBf16 = false;
-
 bool bf16Pays(const Geom &g, Pass pass) {
   if (!gBf16) return false;
   if (pass == Pass::backwardWeights) {
@@ -150,10 +178,11 @@ bool bf16Pays(const Geom &g, Pass pass) {
 bool fastImpl(const std::string &impl) { return impl.find("ref") == std::string::npos; }
 
 Plan planFor(const Geom &g, const Descs &d, Pass pass) {
-  const Plan direct = directF32(d);
+  const Plan direct = directF32(g, d);
   if (bf16Pays(g, pass)) {
-    const memory::desc srcB(d.src.dims(), dt::bf16, tag::nhwc), dstB(d.dst.dims(), dt::bf16, tag::nhwc);
-    const Plan bf{dnnl::algorithm::convolution_direct, srcB, d.dst, d.src, dstB, dt::bf16, true};
+    const memory::desc srcB = act(d, true, tag::nhwc, dt::bf16), dstB = act(d, false, tag::nhwc, dt::bf16);
+    const Plan bf{dnnl::algorithm::convolution_direct, srcB, act(d, false, tag::nhwc), act(d, true, tag::nhwc), dstB,
+                  dt::bf16, true};
     try {
       if (fastImpl(forwardPd(d, bf).impl_info_str())) return bf;
     } catch (const dnnl::error &) {
@@ -161,7 +190,7 @@ Plan planFor(const Geom &g, const Descs &d, Pass pass) {
     return direct;
   }
   if (!winogradShape(g, pass)) return direct;
-  const memory::desc srcW(d.src.dims(), dt::f32, tag::nChw16c), dstW(d.dst.dims(), dt::f32, tag::nChw16c);
+  const memory::desc srcW = act(d, true, tag::nChw16c), dstW = act(d, false, tag::nChw16c);
   const Plan wino{dnnl::algorithm::convolution_winograd, srcW, dstW, srcW, dstW, dt::f32, false};
   try {
     forwardPd(d, wino);  // CPUs without oneDNN's Winograd kernels (no AVX-512) refuse it
@@ -171,28 +200,48 @@ Plan planFor(const Geom &g, const Descs &d, Pass pass) {
   }
 }
 
-// A tensor in the user's layout (nhwc activations, hwio filters) seen by a primitive that
-// wants another layout: memory in the primitive's layout, owned and allocated once, and
-// the reorder between the two. A no-op pair when the layouts are the same.
+// Whether two descriptions of a 16-channel activation are nhwc and nChw16c: one channel
+// block, so the same bytes.
+bool sameBytes(const memory::desc &a, const memory::desc &b) {
+  if (a.dims().size() != 4 || a.dims() != b.dims() || a.dims()[1] != 16 || a.data_type() != b.data_type()) {
+    return false;
+  }
+  auto either = [](const memory::desc &m) {
+    return m == memory::desc(m.dims(), m.data_type(), tag::nhwc) ||
+           m == memory::desc(m.dims(), m.data_type(), tag::nChw16c);
+  };
+  return either(a) && either(b);
+}
+
+// A tensor in the user's layout (nhwc or nChw16c activations, hwio filters) seen by a
+// primitive that wants another layout: memory in the primitive's layout, owned and
+// allocated once, and the reorder between the two. No reorder when the layouts are the
+// same, or the same bytes (then the primitive's description is bound to the user's data).
 struct LayoutBridge {
   memory user, internal;
   dnnl::reorder reorder;
-  bool needed = false;
+  bool needed = false, alias = false;
 
   // intoPrimitive: the tensor is an input of the primitive (user -> internal), else an
   // output (internal -> user).
   void init(const memory::desc &userMd, const memory::desc &primMd, bool intoPrimitive) {
     auto &eng = cpuEngine();
     user = memory(userMd, eng, nullptr);
-    needed = !(userMd == primMd);
+    alias = !(userMd == primMd) && sameBytes(userMd, primMd);
+    needed = !(userMd == primMd) && !alias;
     if (needed) {
       internal = memory(primMd, eng);
       reorder = intoPrimitive ? dnnl::reorder(user, internal) : dnnl::reorder(internal, user);
+    } else if (alias) {
+      internal = memory(primMd, eng, nullptr);
     } else {
       internal = user;
     }
   }
-  void bind(void *data) { user.set_data_handle(data); }
+  void bind(void *data) {
+    user.set_data_handle(data);
+    if (alias) internal.set_data_handle(data);
+  }
   void in(dnnl::stream &s) {
     if (needed) reorder.execute(s, user, internal);
   }
@@ -305,13 +354,12 @@ std::unique_ptr<ConvBwdWeights> makeBwdWeights(const Geom &g) {
   auto hint = forwardPd(d, p);
   // With exactly 16 channels an nhwc buffer *is* nChw16c (one channel block), and for that
   // blocked layout oneDNN's f32 backward-weights kernel was ~15% faster than its nhwc one
-  // in our first measurements (stage 1's 32x32x16 convs). Same bytes, so the user's buffer
-  // is described as nChw16c too and no reorder runs.
+  // in our first measurements (stage 1's 32x32x16 convs). Same bytes: no reorder runs.
   const bool block16 =
       !p.bf16 && p.alg == dnnl::algorithm::convolution_direct && g[3] == 16 && g[6] == 16;
   if (block16) {
-    p.src = memory::desc(d.src.dims(), dt::f32, tag::nChw16c);
-    p.diffDst = memory::desc(d.dst.dims(), dt::f32, tag::nChw16c);
+    p.src = act(d, true, tag::nChw16c);
+    p.diffDst = act(d, false, tag::nChw16c);
   }
   auto desc = dnnl::convolution_backward_weights::desc(p.alg, p.src, d.wAny, p.diffDst,
                                                        d.strides, d.padL, d.padR);
@@ -319,8 +367,8 @@ std::unique_ptr<ConvBwdWeights> makeBwdWeights(const Geom &g) {
                                                                cpuEngine(), hint);
   auto c = std::make_unique<ConvBwdWeights>();
   c->prim = dnnl::convolution_backward_weights(pd);
-  c->src.init(block16 ? p.src : d.src, pd.src_desc(), true);
-  c->diffDst.init(block16 ? p.diffDst : d.dst, pd.diff_dst_desc(), true);
+  c->src.init(d.src, pd.src_desc(), true);
+  c->diffDst.init(d.dst, pd.diff_dst_desc(), true);
   c->dw.init(d.wUser, pd.diff_weights_desc(), false);
   c->srcBf16.init(pd.src_desc());
   c->diffDstBf16.init(pd.diff_dst_desc());
@@ -337,8 +385,9 @@ size_t inSize(const Geom &g) { return size_t(g[0]) * g[1] * g[2] * g[3]; }
 size_t outSize(const Geom &g) { return size_t(g[0]) * g[4] * g[5] * g[6]; }
 size_t filterSize(const Geom &g) { return size_t(g[7]) * g[8] * g[3] * g[6]; }
 
-// convForward({ x, filter, y, geometry, xBf16? }): y = conv(x, filter); xBf16: x already
-// in bf16 (used when the conv multiplies in bf16).
+// convForward({ x, filter, y, geometry, layout?, xBf16? }): y = conv(x, filter); layout:
+// of x and y ("nhwc", the default, or "nChw16c"); xBf16: x already in bf16 (used when the
+// conv multiplies in bf16).
 Napi::Value ConvForward(const Napi::CallbackInfo &info) {
   const Args a(info, "convForward");
   const Geom g = readGeom(a);
@@ -360,7 +409,7 @@ Napi::Value ConvForward(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
-// convBackwardData({ dy, filter, dx, geometry, dyBf16? }): dx = d(loss)/dx
+// convBackwardData({ dy, filter, dx, geometry, layout?, dyBf16? }): dx = d(loss)/dx
 Napi::Value ConvBackwardData(const Napi::CallbackInfo &info) {
   const Args a(info, "convBackwardData");
   const Geom g = readGeom(a);
@@ -382,7 +431,7 @@ Napi::Value ConvBackwardData(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
-// convBackwardWeights({ x, dy, dfilter, geometry, xBf16?, dyBf16? }):
+// convBackwardWeights({ x, dy, dfilter, geometry, layout?, xBf16?, dyBf16? }):
 // dfilter = d(loss)/dfilter, hwio
 Napi::Value ConvBackwardWeights(const Napi::CallbackInfo &info) {
   const Args a(info, "convBackwardWeights");

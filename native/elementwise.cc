@@ -206,7 +206,8 @@ Napi::Value StridedCopy(const Napi::CallbackInfo &info) {
 // and channels are those of the block input x [N, H, W, C]; the output is
 // [N, H/2, W/2, outChannels] with x's even pixels in channels [lo, lo + C) and zeros around,
 // lo = (outChannels - C) / 2 rounded down. backward: src is dy of that output and dst is
-// dx [N, H, W, C]: dy's middle channels at the even pixels, zero at the others.
+// dx [N, H, W, C]: dy's middle channels at the even pixels, zero at the others. Optional
+// layout as the batch-norm kernels' (both tensors in that layout).
 Napi::Value ShortcutA(const Napi::CallbackInfo &info) {
   const Args args(info, "shortcutA");
   const int64_t n = args.integer("batch"), h = args.integer("height"), w = args.integer("width"),
@@ -220,6 +221,27 @@ Napi::Value ShortcutA(const Napi::CallbackInfo &info) {
   const float *src = args.f32("src", backward ? small : large);
   float *dst = args.f32("dst", backward ? large : small);
   const int nt = large < kParallelMin ? 1 : omp_get_max_threads();
+  // layout "nChw16c" (both tensors; see Layout in common.h): the body kernel's activations.
+  // Element by element from each row's base: the shortcut is ~0.2 % of a step.
+  const Layout in = readLayout(args, n * h * w, c, h * w), out = readLayout(args, n * oh * ow, co, oh * ow);
+  if (in.blocked || out.blocked) {
+    auto offset = [](const Layout &l, int64_t ch) { return (ch / 16) * l.block() + ch % 16; };
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t r = 0; r < n * h * w; ++r) {
+      const int64_t b = r / (h * w), y = r % (h * w) / w, x = r % w;
+      const bool kept = y % 2 == 0 && x % 2 == 0;
+      const int64_t rin = in.row(r), rout = kept ? out.row((b * oh + y / 2) * ow + x / 2) : 0;
+      if (backward) {
+        for (int64_t ch = 0; ch < c; ++ch) dst[rin + offset(in, ch)] = kept ? src[rout + offset(out, ch + lo)] : 0.f;
+      } else if (kept) {
+        for (int64_t ch = 0; ch < co; ++ch) {
+          const bool inside = ch >= lo && ch < lo + c;
+          dst[rout + offset(out, ch)] = inside ? src[rin + offset(in, ch - lo)] : 0.f;
+        }
+      }
+    }
+    return info.Env().Undefined();
+  }
   // One input row (n, y) of x at a time: even y pairs with output row y / 2, odd y has no
   // output row (zero in dx).
 #pragma omp parallel for num_threads(nt) schedule(static)
@@ -244,6 +266,31 @@ Napi::Value ShortcutA(const Napi::CallbackInfo &info) {
         std::fill(py + lo + c, py + co, 0.f);
       }
     }
+  }
+  return info.Env().Undefined();
+}
+
+// convertLayout({ src, dst, rows, channels, imageSize, to }): dst = src with its layout
+// changed, to "nChw16c" (from NHWC) or to "nhwc" (from nChw16c); see Layout in common.h.
+// The body kernel's output and incoming gradient cross to tfjs's NHWC with it.
+Napi::Value ConvertLayout(const Napi::CallbackInfo &info) {
+  const Args args(info, "convertLayout");
+  const int64_t M = args.integer("rows"), C = args.integer("channels"), HW = args.integer("imageSize");
+  const std::string to = args.text("to");
+  if (to != "nhwc" && to != "nChw16c") args.fail("to must be \"nhwc\" or \"nChw16c\", not \"" + to + "\"");
+  if (M < 1 || C < 1 || C % 16 != 0 || HW < 1 || M % HW != 0) {
+    args.fail("needs channels divisible by 16 and imageSize (H*W) dividing the rows");
+  }
+  const float *src = args.f32("src", M * C);
+  float *dst = args.f32("dst", M * C);
+  const Layout nhwc{C, HW, false}, blocked{C, HW, true};
+  const Layout &from = to == "nhwc" ? blocked : nhwc, &into = to == "nhwc" ? nhwc : blocked;
+  const int nt = M * C < kParallelMin ? 1 : omp_get_max_threads();
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t r = 0; r < M; ++r) {
+    const float *s = src + from.row(r);
+    float *d = dst + into.row(r);
+    for (int64_t b = 0; b < C / 16; ++b) std::copy(s + b * from.block(), s + b * from.block() + 16, d + b * into.block());
   }
   return info.Env().Undefined();
 }
@@ -305,6 +352,7 @@ void initElementwise(Napi::Env env, Napi::Object exports) {
   exportFn<ReduceMiddle>(env, exports, "reduceMiddle");
   exportFn<StridedCopy>(env, exports, "stridedCopy");
   exportFn<ShortcutA>(env, exports, "shortcutA");
+  exportFn<ConvertLayout>(env, exports, "convertLayout");
   exportFn<Fill>(env, exports, "fill");
   exportFn<Matmul>(env, exports, "matmul");
 }

@@ -19,6 +19,7 @@ export interface NativeAddon {
     filter: Float32Array;
     y: Float32Array;
     geometry: ConvGeometry;
+    layout?: Layout;
     xBf16?: Bf16;
   }): void;
   convBackwardData(a: {
@@ -26,6 +27,7 @@ export interface NativeAddon {
     filter: Float32Array;
     dx: Float32Array;
     geometry: ConvGeometry;
+    layout?: Layout;
     dyBf16?: Bf16;
   }): void;
   convBackwardWeights(a: {
@@ -33,6 +35,7 @@ export interface NativeAddon {
     dy: Float32Array;
     dfilter: Float32Array;
     geometry: ConvGeometry;
+    layout?: Layout;
     xBf16?: Bf16;
     dyBf16?: Bf16;
   }): void;
@@ -53,8 +56,12 @@ export interface NativeAddon {
     relu: boolean;
     /** y = relu?(BN(x) + residual): the end of a residual block */
     residual?: Float32Array | null;
-    /** receives y in bf16 */
+    /** receives y in bf16 (nhwc only) */
     yBf16?: Bf16;
+    /** of x, y and residual; nChw16c needs imageSize */
+    layout?: Layout;
+    /** rows of one image (H*W) */
+    imageSize?: number;
   }): void;
   bnTrainBackward(a: {
     dy: Float32Array;
@@ -73,8 +80,11 @@ export interface NativeAddon {
     relu: boolean;
     /** receives dy masked by the ReLU: the gradient of the forward's residual */
     g?: Float32Array | null;
-    /** receives dx in bf16 */
+    /** receives dx in bf16 (nhwc only) */
     dxBf16?: Bf16;
+    /** of every [rows, channels] array; nChw16c needs imageSize */
+    layout?: Layout;
+    imageSize?: number;
   }): void;
   bnInfer(a: {
     x: Float32Array;
@@ -157,6 +167,17 @@ export interface NativeAddon {
     outChannels: number;
     /** src = dy [N, H/2, W/2, outChannels], dst = dx [N, H, W, C] */
     backward: boolean;
+    /** of both tensors */
+    layout?: Layout;
+  }): void;
+  /** dst = src converted to layout `to` from the other one; rows = N*H*W, imageSize = H*W */
+  convertLayout(a: {
+    src: Float32Array;
+    dst: Float32Array;
+    rows: number;
+    channels: number;
+    imageSize: number;
+    to: Layout;
   }): void;
   /** FP32 FMA peak of the thread team (native/peak.cc), measured for about `seconds`. */
   fmaPeak(o: { seconds: number }): { gflops: number; threads: number; isa: string; seconds: number };
@@ -183,6 +204,13 @@ export type MpiOp = 'sum' | 'min' | 'max';
 /** The operations of NativeAddon.binary (native/elementwise.cc). reluMask: out = b > 0 ? a : 0
  * (a = dy, b = the saved ReLU output). */
 export type BinaryOp = 'add' | 'sub' | 'mul' | 'div' | 'addRelu' | 'reluMask' | 'max';
+
+/**
+ * Where an activation's values live: tfjs's NHWC, or oneDNN's nChw16c (channels in blocks
+ * of 16, each block an [H, W, 16] plane per image), the layout the body kernel keeps (Layout
+ * in native/common.h). With 16 channels the two are the same bytes.
+ */
+export type Layout = 'nhwc' | 'nChw16c';
 
 /** An optional bf16 copy (or bf16 output) of a Float32Array of the same length. */
 type Bf16 = Uint16Array | null;

@@ -13,10 +13,18 @@
 // shortcut gradient into its conv1's input gradient in place, is the same float addition
 // the tape's Add does. The model uses it only where it applies (src/engine/ops.ts:
 // trainBody): training mode, shortcuts identity / A / none, one BN shard, no hooks.
+//
+// Inside, the activations are in oneDNN's blocked layout nChw16c (Layout in addon.ts), the
+// one its convolutions at 32 and 64 channels compute in: the per-unit kernels hand them
+// nhwc and pay a reorder in and out of every such conv (ResNet-56: 170 reorders, 20-38 ms
+// a step on an AMD EPYC Zen 5). Only the body's output and incoming gradient cross back
+// to nhwc. The convolutions run the same primitives either way, and batch norm adds the
+// same numbers in the same order, so the results stay bit-identical. In bf16 mode the
+// convolutions read nhwc bf16 copies, so there the body stays nhwc.
 import * as tf from '@tensorflow/tfjs-core';
 
 import { BODY_SHORTCUTS, BODY_TRAIN_KERNEL, type BodyShortcut } from '../ops';
-import type { ConvGeometry } from './addon';
+import type { ConvGeometry, Layout } from './addon';
 import type { NativeBackend } from './backend';
 import { conv2dGeometry } from './kernels-conv';
 import { addon, alloc, allF32, bf16CopyFor, bf16CopyOf, f32, need, output, size } from './util';
@@ -42,6 +50,8 @@ interface UnitState {
 /** What the backward pass needs of one forward, attached to the body's output storage. */
 interface BodyState {
   units: UnitState[];
+  /** Of every activation after the stem's input (see the top of this file). */
+  layout: Layout;
   /** Per block: shortcut kind. Units are [stem, block 1 conv1, block 1 conv2, ...]. */
   shortcuts: BodyShortcut[];
   epsilon: number;
@@ -51,6 +61,12 @@ interface BodyState {
 }
 
 const states = new WeakMap<Float32Array, BodyState>();
+
+/**
+ * The body's activation layout when the convolutions run in f32: nChw16c (see the top of
+ * this file); bench/profile.ts --layouts sets nhwc on every other step to measure the gain.
+ */
+export const bodyLayout: { f32: Layout } = { f32: 'nChw16c' };
 
 function release(b: NativeBackend, s: BodyState): void {
   if (s.released) return;
@@ -68,13 +84,26 @@ function readAttrs(attrs: tf.NamedAttrMap) {
   return { strides, shortcuts: shortcuts as BodyShortcut[], epsilon: attrs.epsilon as number };
 }
 
+/** a (an activation of shape [N, H, W, C] in layout `from`) in layout `to`: a itself when
+ * the bytes are the same, else a new pool array. */
+function toLayout(b: NativeBackend, a: Float32Array, shape: number[], from: Layout, to: Layout): Float32Array {
+  const [batch, height, width, channels] = shape;
+  if (from === to || channels === 16) return a;
+  const dst = alloc(b, a.length);
+  const imageSize = height * width;
+  addon().convertLayout({ src: a, dst, rows: batch * imageSize, channels, imageSize, to });
+  return dst;
+}
+
 const bodyForward: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const b = backend as NativeBackend;
   const { strides, shortcuts, epsilon } = readAttrs(attrs!);
   const [x] = need(inputs, 'x');
   const params = strides.map((_, i) => need(inputs, `w${i}`, `gamma${i}`, `beta${i}`));
   if (!allF32(b, x, ...params.flat())) throw new Error(`${BODY_TRAIN_KERNEL}: needs float32 tensors`);
-  const st: BodyState = { units: [], shortcuts, epsilon, scratch: [], released: false };
+  const blocked = bodyLayout.f32 === 'nChw16c' && !b.writeBf16Copies && params.every(([w]) => w.shape[3] % 16 === 0);
+  const layout: Layout = blocked ? 'nChw16c' : 'nhwc';
+  const st: BodyState = { units: [], layout, shortcuts, epsilon, scratch: [], released: false };
   const statsOut: tf.TensorInfo[] = [];
 
   // conv -> BN (-> + residual) -> ReLU, as batchNormTrain / batchNormAddRelu over conv2d.
@@ -85,7 +114,9 @@ const bodyForward: tf.KernelFunc = ({ inputs, backend, attrs }) => {
     const n = size(outShape);
     const wv = f32(b, w);
     const z = alloc(b, n);
-    addon().convForward({ x: input, filter: wv, y: z, geometry, xBf16: bf16CopyOf(b, input) });
+    // (The stem's input is the images, nhwc; its 16-channel output is the same bytes either way.)
+    const convLayout = i === 0 ? 'nhwc' : layout;
+    addon().convForward({ x: input, filter: wv, y: z, geometry, layout: convLayout, xBf16: bf16CopyOf(b, input) });
     const y = alloc(b, n);
     const channels = geometry.outChannels;
     // Not pool storage: the backward pass reads them after the stats tensors may be gone.
@@ -105,6 +136,8 @@ const bodyForward: tf.KernelFunc = ({ inputs, backend, attrs }) => {
       relu: true,
       residual,
       yBf16: bf16CopyFor(b, y),
+      layout,
+      imageSize: outShape[1] * outShape[2],
     });
     st.scratch.push(z, y);
     st.units.push({
@@ -133,18 +166,29 @@ const bodyForward: tf.KernelFunc = ({ inputs, backend, attrs }) => {
       const [batch, height, width, channels] = h.shape;
       const outChannels = params[2 + 2 * k][0].shape[3];
       residual = alloc(b, batch * (height / 2) * (width / 2) * outChannels);
-      addon().shortcutA({ src: h.y, dst: residual, batch, height, width, channels, outChannels, backward: false });
+      addon().shortcutA({
+        src: h.y,
+        dst: residual,
+        batch,
+        height,
+        width,
+        channels,
+        outChannels,
+        backward: false,
+        layout,
+      });
       st.scratch.push(residual);
     }
     h = unit(2 + 2 * k, r.y, r.shape, residual);
   });
-  // The last activation is the output tensor's storage, not scratch.
-  st.scratch.pop();
-  states.set(h.y, st);
+  // The output tensor's storage: the last activation itself, or its nhwc copy.
+  const out = toLayout(b, h.y, h.shape, layout, 'nhwc');
+  if (out === h.y) st.scratch.pop();
+  states.set(out, st);
   // Scratch goes back to the pool after the backward pass, or with the output if that
   // never runs (a training forward outside a gradient computation).
-  b.onRecycle(h.y, () => release(b, st));
-  return [output(b, h.shape, h.y), ...statsOut];
+  b.onRecycle(out, () => release(b, st));
+  return [output(b, h.shape, out), ...statsOut];
 };
 
 const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
@@ -181,12 +225,15 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
       relu: true,
       g: masked,
       dxBf16: bf16CopyFor(b, dz),
+      layout: st.layout,
+      imageSize: u.outShape[1] * u.outShape[2],
     });
     const { geometry } = u;
+    const layout = i === 0 ? 'nhwc' : st.layout;
     let dx: Float32Array | null = null;
     if (needDx) {
       dx = alloc(b, size(u.inShape));
-      addon().convBackwardData({ dy: dz, filter: u.w, dx, geometry, dyBf16: bf16CopyOf(b, dz) });
+      addon().convBackwardData({ dy: dz, filter: u.w, dx, geometry, layout, dyBf16: bf16CopyOf(b, dz) });
     }
     const dw = alloc(b, size(u.wShape));
     addon().convBackwardWeights({
@@ -194,6 +241,7 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
       dy: dz,
       dfilter: dw,
       geometry,
+      layout,
       xBf16: bf16CopyOf(b, u.input),
       dyBf16: bf16CopyOf(b, dz),
     });
@@ -203,7 +251,7 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
   };
 
   const dyOut = f32(b, dy);
-  let g = dyOut;
+  let g = toLayout(b, dyOut, st.units[st.units.length - 1].outShape, 'nhwc', st.layout);
   const done = (a: Float32Array) => {
     if (a !== dyOut) b.releaseScratch(a);
   };
@@ -229,6 +277,7 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
         channels,
         outChannels,
         backward: true,
+        layout: st.layout,
       });
       done(second.masked!);
     }
