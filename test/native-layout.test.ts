@@ -59,6 +59,35 @@ const SHAPES = [
   [4, 8, 8, 16],
 ];
 
+/** A 3x3 convolution's geometry on square maps (padding 1, or 0 before with stride 2, as tfjs's 'same'). */
+function geometry3x3(
+  batch: number,
+  size: number,
+  inChannels: number,
+  outChannels: number,
+  stride: number,
+): ConvGeometry {
+  const out = size / stride;
+  const before = stride === 1 ? 1 : 0;
+  return {
+    batch,
+    inHeight: size,
+    inWidth: size,
+    inChannels,
+    outHeight: out,
+    outWidth: out,
+    outChannels,
+    filterHeight: 3,
+    filterWidth: 3,
+    strideHeight: stride,
+    strideWidth: stride,
+    padTop: before,
+    padLeft: before,
+    padBottom: 1,
+    padRight: 1,
+  };
+}
+
 describe('nChw16c, the body kernel layout', { skip: skipReason }, () => {
   const addon = (): NativeAddon => loadAddon();
 
@@ -151,23 +180,7 @@ describe('nChw16c, the body kernel layout', { skip: skipReason }, () => {
       [2, 8, 16, 16, 1],
     ]) {
       const o = s / stride;
-      const geometry: ConvGeometry = {
-        batch: n,
-        inHeight: s,
-        inWidth: s,
-        inChannels: ic,
-        outHeight: o,
-        outWidth: o,
-        outChannels: oc,
-        filterHeight: 3,
-        filterWidth: 3,
-        strideHeight: stride,
-        strideWidth: stride,
-        padTop: stride === 1 ? 1 : 0,
-        padLeft: stride === 1 ? 1 : 0,
-        padBottom: 1,
-        padRight: 1,
-      };
+      const geometry = geometry3x3(n, s, ic, oc, stride);
       const inShape = [n, s, s, ic];
       const outShape = [n, o, o, oc];
       const x = rand(n * s * s * ic, 9);
@@ -219,26 +232,9 @@ describe('nChw16c, the body kernel layout', { skip: skipReason }, () => {
       { src: x, dst: x, rows: 4, channels: 32, imageSize: 4, to: 'NHWC' },
       'convertLayout: to must be "nhwc" or "nChw16c", not "NHWC"',
     );
-    const geometry = { batch: 1, inHeight: 4, inWidth: 4, inChannels: 3, outHeight: 4, outWidth: 4, outChannels: 16 };
     fails(
       'convForward',
-      {
-        x,
-        filter: x,
-        y: x,
-        layout: 'nChw16c',
-        geometry: {
-          ...geometry,
-          filterHeight: 3,
-          filterWidth: 3,
-          strideHeight: 1,
-          strideWidth: 1,
-          padTop: 1,
-          padLeft: 1,
-          padBottom: 1,
-          padRight: 1,
-        },
-      },
+      { x, filter: x, y: x, layout: 'nChw16c', geometry: geometry3x3(1, 4, 3, 16, 1) },
       'convForward: layout nChw16c needs input and output channels divisible by 16',
     );
   });
