@@ -64,7 +64,13 @@ async function pass(cfg: NetConfig, fuseBody: boolean, batch: number): Promise<P
     out = {
       loss: value.dataSync() as Float32Array,
       grads: new Map([...net.params].map(([name, v]) => [name, grads[v.name].dataSync() as Float32Array])),
-      stats: new Map(stats.map((s) => [s.name, [s.mean.dataSync(), s.variance.dataSync()] as Float32Array[]])),
+      // Mean, variance and count (the values behind them: the running variance's n / (n - 1)).
+      stats: new Map(
+        stats.map((s) => [
+          s.name,
+          [s.mean.dataSync(), s.variance.dataSync(), Float32Array.of(s.count)] as Float32Array[],
+        ]),
+      ),
       kernels: new Set(),
     };
     tf.dispose([value, ...Object.values(grads)]);
@@ -80,9 +86,14 @@ function assertSame(fused: Pass, units: Pass, what: string): void {
   assert.ok(!units.kernels.has(BODY_TRAIN_KERNEL), `${what}: the unit path ran the body kernel`);
   assert.deepEqual(fused.loss, units.loss, `${what}: loss`);
   assert.deepEqual([...fused.stats.keys()], [...units.stats.keys()], `${what}: BN layers`);
-  for (const [name, [m, v]] of units.stats) {
-    assert.deepEqual(fused.stats.get(name), [m, v], `${what}: batch statistics of ${name}`);
+  for (const [name, [m, v, n]] of units.stats) {
+    assert.deepEqual(fused.stats.get(name), [m, v, n], `${what}: batch statistics of ${name}`);
   }
+  // Every unit's statistics cover the batch's images times its map's pixels (32x32 for the
+  // stem, 8x8 for the last unit).
+  const counts = [...units.stats.values()].map(([, , n]) => n[0]);
+  const batch = counts[0] / (32 * 32);
+  assert.ok(Number.isInteger(batch) && counts.at(-1) === batch * 8 * 8, `${what}: counts ${counts}`);
   assert.equal(fused.grads.size, units.grads.size);
   for (const [name, g] of units.grads) {
     const f = fused.grads.get(name)!;
@@ -120,12 +131,15 @@ describe('native body kernel', { skip: skipReason }, () => {
     assert.ok(!b.kernels.has(BODY_TRAIN_KERNEL) && b.kernels.has('Conv2D'), 'option B ran the body kernel');
     const net = new CifarNet({ depth: 8, plain: false, shortcut: 'A' }, 1);
     net.bnShards = 2;
+    const stats: BatchStats[] = [];
     const prof = await tf.profile(() => {
       tf.tidy(() => {
-        net.forward(tf.tensor4d(images(4, 3), [4, 32, 32, 3]), true);
+        net.forward(tf.tensor4d(images(4, 3), [4, 32, 32, 3]), true, stats);
       });
     });
     assert.ok(!prof.kernels.some((k) => k.name === BODY_TRAIN_KERNEL), 'BN shards ran the body kernel');
+    // Each shard's statistics cover its 2 images: the stem's 2 x 32 x 32, the last unit's 2 x 8 x 8.
+    assert.deepEqual([stats[0].count, stats.at(-1)!.count], [2 * 32 * 32, 2 * 8 * 8]);
     net.dispose();
   });
 

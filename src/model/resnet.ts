@@ -215,12 +215,10 @@ export class CifarNet {
    * them in `stats` (for the running averages); in inference mode it uses the running ones.
    */
   forward(x: tf.Tensor4D, training: boolean, stats?: BatchStats[], hooks?: ForwardHooks): tf.Tensor2D {
-    const p = (name: string) => this.params.get(name) as tf.Tensor;
     // conv -> BN (-> + residual) (-> ReLU); a residual comes only with the ReLU (a block's end).
     const unit = (u: ConvBn, input: tf.Tensor4D, relu: boolean, residual?: tf.Tensor4D): tf.Tensor4D => {
-      const z = conv2d(input, p(u.name + '/w') as tf.Tensor4D, u.stride);
-      const gamma = p(u.name + '/gamma') as tf.Tensor1D;
-      const beta = p(u.name + '/beta') as tf.Tensor1D;
+      const { w, gamma, beta } = this.unitParams(u);
+      const z = conv2d(input, w, u.stride);
       if (!training) {
         const mean = this.runningStats.get(u.name + '/running_mean') as tf.Tensor1D;
         const variance = this.runningStats.get(u.name + '/running_var') as tf.Tensor1D;
@@ -233,12 +231,7 @@ export class CifarNet {
       const out = residual
         ? batchNormAddRelu(z, gamma, beta, residual, undefined, this.bnShards)
         : batchNormTrain(z, gamma, beta, relu, undefined, this.bnShards);
-      stats?.push({
-        name: u.name,
-        mean: out.mean,
-        variance: out.variance,
-        count: (z.shape[0] / this.bnShards) * z.shape[1] * z.shape[2],
-      });
+      stats?.push({ name: u.name, mean: out.mean, variance: out.variance, count: this.bnCount(x, u) });
       return out.y;
     };
 
@@ -288,20 +281,25 @@ export class CifarNet {
   private trainBody(x: tf.Tensor4D, stats?: BatchStats[]): tf.Tensor4D | null {
     if (this.bnShards !== 1 || this.arch.blocks.some((b) => b.shortcut === 'B')) return null;
     const units = [this.arch.stem, ...this.arch.blocks.flatMap((b) => [b.conv1, b.conv2])];
-    const p = (name: string) => this.params.get(name) as tf.Tensor;
     const body = trainBody(
       x,
-      units.map((u) => ({
-        stride: u.stride,
-        w: p(u.name + '/w') as tf.Tensor4D,
-        gamma: p(u.name + '/gamma') as tf.Tensor1D,
-        beta: p(u.name + '/beta') as tf.Tensor1D,
-      })),
+      units.map((u) => ({ stride: u.stride, ...this.unitParams(u) })),
       this.arch.blocks.map((b) => b.shortcut as BodyShortcut),
     );
     if (!body) return null;
-    units.forEach((u, i) => stats?.push({ name: u.name, ...body.stats[i], count: x.shape[0] * u.outSize * u.outSize }));
+    units.forEach((u, i) => stats?.push({ name: u.name, ...body.stats[i], count: this.bnCount(x, u) }));
     return body.h;
+  }
+
+  /** A conv -> BN unit's parameters. */
+  private unitParams(u: ConvBn): { w: tf.Tensor4D; gamma: tf.Tensor1D; beta: tf.Tensor1D } {
+    const p = (what: string) => this.params.get(`${u.name}/${what}`) as tf.Tensor;
+    return { w: p('w') as tf.Tensor4D, gamma: p('gamma') as tf.Tensor1D, beta: p('beta') as tf.Tensor1D };
+  }
+
+  /** Values behind each of a unit's BN statistics: one shard's images times the map's pixels. */
+  private bnCount(x: tf.Tensor4D, u: ConvBn): number {
+    return (x.shape[0] / this.bnShards) * u.outSize * u.outSize;
   }
 
   private shortcut(
