@@ -1,7 +1,7 @@
 // Batch normalization over the rows of an NHWC (or nChw16c: Layout in common.h) tensor
-// viewed as [M = N*H*W, C], with the
-// ReLU that follows it fused in (forward: clamp; backward: mask by the saved output), and
-// at the end of a residual block the shortcut's addition too.
+// viewed as [M = N*H*W, C], with the ReLU that follows it fused in (forward: clamp;
+// backward: mask by the saved output), and at the end of a residual block the shortcut's
+// addition too.
 //
 // Hand-written OpenMP loops rather than oneDNN's batch_normalization: with channels
 // innermost each row is one or a few SIMD vectors, so every pass is a plain streaming
@@ -221,10 +221,11 @@ uint16_t *readBf16Out(const Args &a, const char *key, int64_t M, int64_t C, cons
 }
 
 // bnTrainForward({ x, gamma, beta, y, mean, variance, rows, channels, epsilon, relu,
-// residual?, yBf16?, layout?, imageSize? }): x and y are [rows, channels] (in layout). With a residual [rows, channels],
-// y = relu?(BN(x) + residual): the end of a residual block in the same pass as the
-// normalization (no separate add + ReLU pass). yBf16 (Uint16Array [rows, channels]): also
-// receives y in bf16, for a convolution that multiplies in bf16.
+// residual?, yBf16?, layout?, imageSize? }): x and y are [rows, channels] (in layout).
+// With a residual [rows, channels], y = relu?(BN(x) + residual): the end of a residual
+// block in the same pass as the normalization (no separate add + ReLU pass). yBf16
+// (Uint16Array [rows, channels]): also receives y in bf16, for a convolution that
+// multiplies in bf16.
 Napi::Value BnTrainForward(const Napi::CallbackInfo &info) {
   const Args a(info, "bnTrainForward");
   const Shape2 sh = readShape(a);
@@ -338,7 +339,8 @@ void bnBackwardPasses(const float *dy, const float *x, const float *y, const flo
 }
 
 // bnTrainBackward({ dy, x, y, gamma, mean, variance, dx, dgamma, dbeta, rows, channels,
-// epsilon, relu, g?, dxBf16?, layout?, imageSize? }); every [rows, channels] array in layout. y (the forward's output) is needed only with relu.
+// epsilon, relu, g?, dxBf16?, layout?, imageSize? }), every [rows, channels] array in
+// layout. y (the forward's output) is needed only with relu.
 // With g = relu ? dy * (y > 0) : dy and xhat = (x - mean) / sqrt(var + eps):
 //   dbeta = sum g, dgamma = sum g * xhat,
 //   dx = gamma / sqrt(var + eps) * (g - dbeta / M - xhat * dgamma / M).

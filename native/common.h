@@ -151,13 +151,21 @@ struct Layout {
 // The optional field layout ("nhwc", the default, or "nChw16c") of an activation of M rows
 // and C channels (a multiple of 16 for nChw16c), whose images have HW = H*W rows: given by
 // the caller, or else (HW = 0) read from the field imageSize.
+// Field `key` naming a layout, "nhwc" or "nChw16c": whether it is nChw16c (absent: nhwc,
+// unless required).
+inline bool readBlocked(const Args &a, const char *key, bool required = false) {
+  if (!required && !a.has(key)) return false;
+  const std::string name = a.text(key);
+  if (name != "nhwc" && name != "nChw16c") {
+    a.fail(std::string(key) + " must be \"nhwc\" or \"nChw16c\", not \"" + name + "\"");
+  }
+  return name == "nChw16c";
+}
+
 inline Layout readLayout(const Args &a, int64_t M, int64_t C, int64_t HW = 0) {
   Layout l;
   l.C = C;
-  if (!a.has("layout")) return l;
-  const std::string name = a.text("layout");
-  if (name == "nhwc") return l;
-  if (name != "nChw16c") a.fail("layout must be \"nhwc\" or \"nChw16c\", not \"" + name + "\"");
+  if (!readBlocked(a, "layout")) return l;
   l.HW = HW > 0 ? HW : a.integer("imageSize");
   if (C % 16 != 0 || l.HW < 1 || M % l.HW != 0) {
     a.fail("layout nChw16c needs channels divisible by 16 and imageSize (H*W) dividing the rows");

@@ -54,9 +54,7 @@ Geom readGeom(const Args &a) {
     }
     g[i] = int32_t(v);
   }
-  const std::string layout = a.has("layout") ? a.text("layout") : "nhwc";
-  if (layout != "nhwc" && layout != "nChw16c") a.fail("layout must be \"nhwc\" or \"nChw16c\", not \"" + layout + "\"");
-  g[kBlocked] = layout == "nChw16c";
+  g[kBlocked] = readBlocked(a, "layout");
   if (g[kBlocked] && (g[3] % 16 != 0 || g[6] % 16 != 0)) {
     a.fail("layout nChw16c needs input and output channels divisible by 16");
   }

@@ -301,21 +301,22 @@ Napi::Value ShortcutA(const Napi::CallbackInfo &info) {
 Napi::Value ConvertLayout(const Napi::CallbackInfo &info) {
   const Args args(info, "convertLayout");
   const int64_t M = args.integer("rows"), C = args.integer("channels"), HW = args.integer("imageSize");
-  const std::string to = args.text("to");
-  if (to != "nhwc" && to != "nChw16c") args.fail("to must be \"nhwc\" or \"nChw16c\", not \"" + to + "\"");
+  const bool toBlocked = readBlocked(args, "to", true);
   if (M < 1 || C < 1 || C % 16 != 0 || HW < 1 || M % HW != 0) {
     args.fail("needs channels divisible by 16 and imageSize (H*W) dividing the rows");
   }
   const float *src = args.f32("src", M * C);
   float *dst = args.f32("dst", M * C);
   const Layout nhwc{C, HW, false}, blocked{C, HW, true};
-  const Layout &from = to == "nhwc" ? blocked : nhwc, &into = to == "nhwc" ? nhwc : blocked;
+  const Layout &from = toBlocked ? nhwc : blocked, &into = toBlocked ? blocked : nhwc;
   const int nt = M * C < kParallelMin ? 1 : omp_get_max_threads();
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t r = 0; r < M; ++r) {
     const float *s = src + from.row(r);
     float *d = dst + into.row(r);
-    for (int64_t b = 0; b < C / 16; ++b) std::copy(s + b * from.block(), s + b * from.block() + 16, d + b * into.block());
+    for (int64_t b = 0; b < C / 16; ++b) {
+      std::copy(s + b * from.block(), s + b * from.block() + 16, d + b * into.block());
+    }
   }
   return info.Env().Undefined();
 }
