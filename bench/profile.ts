@@ -3,10 +3,11 @@
 // tape and bookkeeping, our kernels' argument handling, the storage pool, garbage
 // collection):
 //   node --import tsx bench/profile.ts [--engine native] [--depth 20] [--plain] [--batch 128]
-//        [--precision bf16] [--top 14] [--steps 10]
+//        [--precision bf16] [--top 14] [--steps 10] [--layouts 16]
 // npm run bench prints it for ResNet-20; run it alone for other nets.
 import * as tf from '@tensorflow/tfjs-core';
-import { loadAddon } from '../src/engine/native/addon';
+import { loadAddon, type Layout } from '../src/engine/native/addon';
+import { bodyLayout } from '../src/engine/native/kernels-body';
 import { netName } from '../src/model/resnet';
 import { trainStep } from '../src/train/step';
 import { arg, benchSetup, median } from './train-throughput';
@@ -98,7 +99,36 @@ async function main(): Promise<void> {
     for (const [name, ms] of [...s.byFunction].sort((a, b) => b[1] - a[1]).slice(0, 8)) {
       console.log(`  ${name.padEnd(28)} ${ms.toFixed(1).padStart(7)} ms`);
     }
+    const pairs = Number(arg('layouts', '0'));
+    if (pairs > 0) compareLayouts(() => trainStep(net, sgd, x, labels, 0.1), pairs);
   }
+}
+
+/**
+ * --layouts N: the body kernel's activations in nhwc against nChw16c (kernels-body.ts), one
+ * step each, alternating, N pairs in this process: both sides see the same load from the
+ * machine's other tenants, which separate runs do not.
+ */
+function compareLayouts(step: () => void, pairs: number): void {
+  const ms: Record<Layout, number[]> = { nhwc: [], nChw16c: [] };
+  const ratios: number[] = [];
+  for (let i = 0; i < pairs; i++) {
+    const order: Layout[] = i % 2 ? ['nhwc', 'nChw16c'] : ['nChw16c', 'nhwc'];
+    for (const layout of order) {
+      bodyLayout.f32 = layout;
+      step(); // the pool settles on this layout's arrays
+      const t = performance.now();
+      step();
+      ms[layout].push(performance.now() - t);
+    }
+    ratios.push(ms.nhwc[i] / ms.nChw16c[i]);
+  }
+  bodyLayout.f32 = 'nChw16c';
+  console.log(
+    `body layout, ${pairs} alternating pairs of steps: nhwc ${median(ms.nhwc).toFixed(1)} ms, ` +
+      `nChw16c ${median(ms.nChw16c).toFixed(1)} ms; nhwc / nChw16c ${median(ratios).toFixed(3)} ` +
+      `(${Math.min(...ratios).toFixed(3)}-${Math.max(...ratios).toFixed(3)})`,
+  );
 }
 
 main().catch((e: unknown) => {

@@ -64,7 +64,7 @@ const states = new WeakMap<Float32Array, BodyState>();
 
 /**
  * The body's activation layout when the convolutions run in f32: nChw16c (see the top of
- * this file); bench/profile.ts --layouts sets nhwc on every other step to measure the gain.
+ * this file); `bench/profile.ts --layouts N` sets nhwc on every other step to measure it.
  */
 export const bodyLayout: { f32: Layout } = { f32: 'nChw16c' };
 
