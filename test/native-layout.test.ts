@@ -1,8 +1,8 @@
 // The blocked activation layout nChw16c (Layout in src/engine/native/addon.ts), which the
 // body kernel keeps so that no reorder runs around oneDNN's blocked convolutions: every
 // kernel that takes it must give, bit for bit, what it gives on the same tensor in NHWC
-// (convolutions, batch norm forward and backward with and without a residual, option A's
-// shortcut), convertLayout must put each value where nChw16c says, and a wrong layout is
+// (convolutions, batch norm forward and backward with a residual and the masked gradient,
+// option A's shortcut), convertLayout must put each value where nChw16c says, and a wrong layout is
 // a one-line error. Shapes include 48 channels (no compile-time width), odd batches whose
 // rows split between two threads mid-image, and 16 channels (the same bytes either way).
 import { strict as assert } from 'node:assert';
