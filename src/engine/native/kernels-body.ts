@@ -39,6 +39,8 @@ interface UnitState {
   w: Float32Array;
   wShape: number[];
   geometry: ConvGeometry;
+  /** Of the conv's input and output: the body's, but nhwc for the stem, whose input is the images. */
+  convLayout: Layout;
   gamma: Float32Array;
   z: Float32Array;
   y: Float32Array;
@@ -114,8 +116,8 @@ const bodyForward: tf.KernelFunc = ({ inputs, backend, attrs }) => {
     const n = size(outShape);
     const wv = f32(b, w);
     const z = alloc(b, n);
-    // (The stem's input is the images, nhwc; its 16-channel output is the same bytes either way.)
-    const convLayout = i === 0 ? 'nhwc' : layout;
+    // (The stem's 16-channel output is the same bytes in either layout.)
+    const convLayout: Layout = i === 0 ? 'nhwc' : layout;
     addon().convForward({ x: input, filter: wv, y: z, geometry, layout: convLayout, xBf16: bf16CopyOf(b, input) });
     const y = alloc(b, n);
     const channels = geometry.outChannels;
@@ -146,6 +148,7 @@ const bodyForward: tf.KernelFunc = ({ inputs, backend, attrs }) => {
       w: wv,
       wShape: w.shape,
       geometry,
+      convLayout,
       gamma: gammaV,
       z,
       y,
@@ -228,8 +231,7 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
       layout: st.layout,
       imageSize: u.outShape[1] * u.outShape[2],
     });
-    const { geometry } = u;
-    const layout = i === 0 ? 'nhwc' : st.layout;
+    const { geometry, convLayout: layout } = u;
     let dx: Float32Array | null = null;
     if (needDx) {
       dx = alloc(b, size(u.inShape));
