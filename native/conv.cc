@@ -142,11 +142,19 @@ Plan directF32(const Geom &g, const Descs &d) {
 
 memory::desc withWeights(const Descs &d, dt t) { return memory::desc(d.wAny.dims(), t, tag::any); }
 
-dnnl::convolution_forward::primitive_desc forwardPd(const Descs &d, const Plan &p) {
+// prefer: the first implementation whose name starts so, if oneDNN has one for the
+// description, else oneDNN's first choice.
+dnnl::convolution_forward::primitive_desc forwardPd(const Descs &d, const Plan &p, const char *prefer = nullptr) {
   auto desc = dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, p.alg, p.src,
                                               withWeights(d, p.weights), p.dst, d.strides,
                                               d.padL, d.padR);
-  return dnnl::convolution_forward::primitive_desc(desc, userScratchpad(), cpuEngine());
+  dnnl::convolution_forward::primitive_desc pd(desc, userScratchpad(), cpuEngine());
+  // (next_impl walks an iterator that reads `desc`, so only here, while it exists.)
+  for (auto it = pd; prefer; ) {
+    if (std::string(it.impl_info_str()).rfind(prefer, 0) == 0) return it;
+    if (!it.next_impl()) break;
+  }
+  return pd;
 }
 
 // --precision bf16 (setConvPrecision): the convolutions multiply bf16 copies of their
@@ -274,8 +282,17 @@ struct Bf16Input {
   }
 };
 
+size_t inSize(const Geom &g) { return size_t(g[0]) * g[1] * g[2] * g[3]; }
+size_t outSize(const Geom &g) { return size_t(g[0]) * g[4] * g[5] * g[6]; }
+size_t filterSize(const Geom &g) { return size_t(g[7]) * g[8] * g[3] * g[6]; }
+
 struct ConvFwd {
-  dnnl::convolution_forward prim;
+  // A convolution_forward, or a convolution_backward_data run as the forward
+  // (forwardViaBackwardData): then src is bound as its diff_dst, dst as its diff_src, and w
+  // to `flipped`, the filter turned around for it on every call.
+  dnnl::primitive prim;
+  bool viaBackwardData = false;
+  std::vector<float> flipped;
   LayoutBridge src, w, dst;
   Bf16Input srcBf16;
   memory::desc scratch;
@@ -312,11 +329,58 @@ T &cached(const Geom &g, std::unique_ptr<T> (*make)(const Geom &)) {
   return *it->second;
 }
 
+// The CPUs the forward rules below were measured on: AMD with AVX-512 (oneDNN's
+// avx512_core kernels). Fixed for the process.
+bool amdAvx512() {
+  static const bool yes = [] {
+    __builtin_cpu_init();
+    const auto bits = static_cast<unsigned>(dnnl::cpu_isa::avx512_core);
+    return __builtin_cpu_is("amd") && (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) & bits) == bits;
+  }();
+  return yes;
+}
+
+// On AMD's AVX-512 CPUs (measured on an EPYC Zen 5) two of oneDNN 2.6's f32 forward
+// kernels lag behind the same work done otherwise (batch 128, 2 threads, ms per call,
+// median of 30, 4 repeats alternating):
+// - stage 1's 16 -> 16 3x3 convs: the forward kernels (brgconv nhwc, jit nChw16c) take
+//   2.46-2.68 ms, the backward-data kernel doing the same multiply-adds 2.03-2.08 (a 3x3
+//   stride-1 conv with padding 1 is the backward data of the conv with the filter's in and
+//   out channels swapped and its taps reversed). On the AMX Xeon we used before, the forward
+//   kernel was the faster one (4.1 vs 4.6 ms), so Intel CPUs keep it.
+// - the stem's 3 -> 16 conv: oneDNN picks brgconv, 0.79 ms; its jit kernel takes 0.42.
+// Both fixed rules of the geometry and the CPU, so a run always takes the same kernels.
+bool forwardViaBackwardData(const Geom &g, const Plan &p) {
+  return amdAvx512() && !p.bf16 && p.alg == dnnl::algorithm::convolution_direct && g[3] == 16 && g[6] == 16 &&
+         g[1] == g[4] && g[2] == g[5] && g[7] == 3 && g[8] == 3 && g[9] == 1 && g[10] == 1 && g[11] == 1 &&
+         g[12] == 1 && g[13] == 1 && g[14] == 1;
+}
+
+bool preferJitForward(const Geom &g, const Plan &p) {
+  return amdAvx512() && !p.bf16 && p.alg == dnnl::algorithm::convolution_direct && g[3] < 16;
+}
+
 std::unique_ptr<ConvFwd> makeFwd(const Geom &g) {
   const Descs d = descsFor(g);
   const Plan p = planFor(g, d, Pass::forward);
-  auto pd = forwardPd(d, p);
+  auto pd = forwardPd(d, p, preferJitForward(g, p) ? "jit:" : nullptr);
   auto c = std::make_unique<ConvFwd>();
+  if (forwardViaBackwardData(g, p)) {
+    // In and out have the same shape here, so the forward's descriptions serve both ways.
+    auto desc = dnnl::convolution_backward_data::desc(p.alg, p.dst, withWeights(d, p.weights), p.src,
+                                                      d.strides, d.padL, d.padR);
+    auto bpd = dnnl::convolution_backward_data::primitive_desc(desc, userScratchpad(), cpuEngine(), pd);
+    c->prim = dnnl::convolution_backward_data(bpd);
+    c->viaBackwardData = true;
+    c->flipped.resize(filterSize(g));
+    c->src.init(d.src, bpd.diff_dst_desc(), true);
+    c->w.init(d.wUser, bpd.weights_desc(), true);
+    c->dst.init(d.dst, bpd.diff_src_desc(), false);
+    c->srcBf16.init(bpd.diff_dst_desc());
+    c->scratch = bpd.scratchpad_desc();
+    c->impl = std::string(bpd.impl_info_str()) + " (backward data)";
+    return c;
+  }
   c->prim = dnnl::convolution_forward(pd);
   c->src.init(d.src, pd.src_desc(), true);
   c->w.init(d.wUser, pd.weights_desc(), true);
@@ -379,10 +443,6 @@ ConvFwd &getFwd(const Geom &g) { return cached(g, makeFwd); }
 ConvBwdData &getBwdData(const Geom &g) { return cached(g, makeBwdData); }
 ConvBwdWeights &getBwdWeights(const Geom &g) { return cached(g, makeBwdWeights); }
 
-size_t inSize(const Geom &g) { return size_t(g[0]) * g[1] * g[2] * g[3]; }
-size_t outSize(const Geom &g) { return size_t(g[0]) * g[4] * g[5] * g[6]; }
-size_t filterSize(const Geom &g) { return size_t(g[7]) * g[8] * g[3] * g[6]; }
-
 // convForward({ x, filter, y, geometry, layout?, xBf16? }): y = conv(x, filter); layout:
 // of x and y ("nhwc", the default, or "nChw16c"); xBf16: x already in bf16 (used when the
 // conv multiplies in bf16).
@@ -393,14 +453,25 @@ Napi::Value ConvForward(const Napi::CallbackInfo &info) {
   uint16_t *xb = a.optU16("xBf16", inSize(g));
   ConvFwd &c = getFwd(g);
   auto &s = cpuStream();
+  if (c.viaBackwardData) {
+    // hwio [kh][kw][i][o] -> [KH-1-kh][KW-1-kw][o][i]: the backward data's filter.
+    const int KH = g[7], KW = g[8], IC = g[3], OC = g[6];
+    for (int kh = 0; kh < KH; ++kh)
+      for (int kw = 0; kw < KW; ++kw)
+        for (int i = 0; i < IC; ++i)
+          for (int o = 0; o < OC; ++o)
+            c.flipped[((size_t(KH - 1 - kh) * KW + (KW - 1 - kw)) * OC + o) * IC + i] =
+                filter[((size_t(kh) * KW + kw) * IC + i) * OC + o];
+    filter = c.flipped.data();
+  }
   c.src.bind(x);
   c.w.bind(filter);
   c.dst.bind(y);
   const memory &src = c.srcBf16.pick(c.src, xb, s);
   c.w.in(s);
-  c.prim.execute(s, {{DNNL_ARG_SRC, src},
+  c.prim.execute(s, {{c.viaBackwardData ? DNNL_ARG_DIFF_DST : DNNL_ARG_SRC, src},
                      {DNNL_ARG_WEIGHTS, c.w.internal},
-                     {DNNL_ARG_DST, c.dst.internal},
+                     {c.viaBackwardData ? DNNL_ARG_DIFF_SRC : DNNL_ARG_DST, c.dst.internal},
                      {DNNL_ARG_SCRATCHPAD, scratchpad(c.scratch)}});
   c.dst.out(s);
   s.wait();

@@ -482,6 +482,23 @@ describe('native engine behaviour', { skip: skipReason }, () => {
     assert.ok(!stage2.backwardWeights.includes('wino'), JSON.stringify(stage2));
   });
 
+  it("on AMD's AVX-512 CPUs runs stage 1's forward as backward data and the stem's on oneDNN's jit kernel (native/conv.cc)", async () => {
+    await native().loadNativeEngine(2);
+    const stage1 = convImplementations([128, 32, 32, 16], [3, 3, 16, 16], 1, 1);
+    const stem = convImplementations([128, 32, 32, 3], [3, 3, 3, 16], 1, 1);
+    const down = convImplementations([128, 32, 32, 16], [3, 3, 16, 32], 2, 1);
+    assert.ok(stage1 && stem && down);
+    const cpuinfo = fs.readFileSync('/proc/cpuinfo', 'utf8');
+    const amd512 = cpuinfo.includes('AuthenticAMD') && cpuinfo.includes(' avx512f');
+    assert.equal(stage1.forward.endsWith('(backward data)'), amd512, JSON.stringify(stage1));
+    assert.equal(stem.forward.startsWith('jit:'), amd512, JSON.stringify(stem));
+    // Only the 16 -> 16 stride-1 forward: never the stride-2 conv, never the other passes.
+    for (const s of [stage1.backwardData, stage1.backwardWeights, ...Object.values(down)]) {
+      assert.doesNotMatch(s, /backward data\)/);
+    }
+    // Its numbers are checked against tfjs's cpu kernel by the 16 -> 16 case of the conv tests above.
+  });
+
   it('training steps keep the tensor count and the storage pool flat, and learn', async () => {
     const { losses, tensors, pool } = await smallTraining(6);
     assert.ok(
