@@ -329,7 +329,8 @@ T &cached(const Geom &g, std::unique_ptr<T> (*make)(const Geom &)) {
   return *it->second;
 }
 
-// The CPUs the forward rules below were measured on: AMD with AVX-512 (oneDNN's
+// The CPUs three kernel rules were measured on (the two forward rules below and the
+// layout of stage 1's backward weights in makeBwdWeights): AMD with AVX-512 (oneDNN's
 // avx512_core kernels). Fixed for the process.
 bool amdAvx512() {
   static const bool yes = [] {
@@ -416,9 +417,12 @@ std::unique_ptr<ConvBwdWeights> makeBwdWeights(const Geom &g) {
   auto hint = forwardPd(d, p);
   // With exactly 16 channels an nhwc buffer *is* nChw16c (one channel block), and for that
   // blocked layout oneDNN's f32 backward-weights kernel was ~15% faster than its nhwc one
-  // in our first measurements (stage 1's 32x32x16 convs). Same bytes: no reorder runs.
-  const bool block16 =
-      !p.bf16 && p.alg == dnnl::algorithm::convolution_direct && g[3] == 16 && g[6] == 16;
+  // in our first measurements (stage 1's 32x32x16 convs, the AMX Xeon). Same bytes: no
+  // reorder runs. On AMD's AVX-512 CPUs it is the other way round (EPYC Zen 5, batch 128,
+  // alternating: nhwc 1.51-1.55 vs 1.71-1.79 ms alone; inside a ResNet-20 step the six
+  // convs' share of the backward weights fell by 1.8 ms, 38.0 -> 36.2, 4 runs each).
+  const bool block16 = !p.bf16 && !amdAvx512() && p.alg == dnnl::algorithm::convolution_direct &&
+                       g[3] == 16 && g[6] == 16;
   if (block16) {
     p.src = act(d, true, tag::nChw16c);
     p.diffDst = act(d, false, tag::nChw16c);
