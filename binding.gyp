@@ -19,8 +19,12 @@
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions", "-O2"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-O2", "-std=gnu++17"],
-      "cflags": ["-O3", "-fopenmp"],
-      "cflags_cc": ["-O3", "-std=c++17", "-fexceptions", "-fopenmp"],
+      # -fno-trapping-math: we never enable floating-point traps, so GCC may compute a float
+      # operation whose result a select then drops; without it, batch norm's backward with two
+      # incoming gradients (dy + dyAdd under the ReLU mask) was not vectorized, 17x slower.
+      # It changes no value: no reassociation, no contraction.
+      "cflags": ["-O3", "-fopenmp", "-fno-trapping-math"],
+      "cflags_cc": ["-O3", "-std=c++17", "-fexceptions", "-fopenmp", "-fno-trapping-math"],
       "ldflags": ["-fopenmp"],
       "libraries": ["-ldnnl"],
       "conditions": [

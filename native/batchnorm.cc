@@ -285,8 +285,11 @@ Napi::Value BnTrainForward(const Napi::CallbackInfo &info) {
 // gradient of a residual input), inside the same SIMD loop: a second loop after it made the
 // call 8x slower (8.1 vs 1.0 ms at 131072 x 16 on an AMD EPYC); inside it costs 1.26 vs 1.19.
 // BF16: also store dx in bf16 in dxb (the incoming gradient of the convolution before).
-template <bool RELU, bool EMIT, bool BF16, bool BLOCKED, typename Wd>
-void bnBackwardPasses(const float *dy, const float *x, const float *y, const float *mean,
+// ADD: the incoming gradient is dy + dyAdd, summed as it is read (a residual block's input
+// feeds its conv and its shortcut: the two gradients meet here instead of in a separate
+// add over the whole tensor).
+template <bool RELU, bool EMIT, bool BF16, bool BLOCKED, bool ADD, typename Wd>
+void bnBackwardPasses(const float *dy, const float *dyAdd, const float *x, const float *y, const float *mean,
                       int64_t M, Wd width, const Layout &l, int nt, std::vector<double> &partials,
                       std::vector<double> &sg, std::vector<double> &sgx,
                       const std::function<void(std::vector<float> &, std::vector<float> &,
@@ -301,9 +304,10 @@ void bnBackwardPasses(const float *dy, const float *x, const float *y, const flo
         for (int64_t i = 0; i < rows; ++i) {
           const float *__restrict dyr = dy + o + i * stride, *__restrict xr = x + o + i * stride;
           const float *__restrict yr = RELU ? y + o + i * stride : nullptr;
+          const float *__restrict ar = ADD ? dyAdd + o + i * stride : nullptr;
 #pragma omp simd
           for (int64_t c = 0; c < n; ++c) {
-            float g = dyr[c];
+            float g = ADD ? dyr[c] + ar[c] : dyr[c];
             if constexpr (RELU) g = yr[c] > 0.f ? g : 0.f;
             g1[c] += g;
             g2[c] += g * (xr[c] - mu[c]);
@@ -322,11 +326,12 @@ void bnBackwardPasses(const float *dy, const float *x, const float *y, const flo
           const int64_t at = o + i * stride;
           const float *dyr = dy + at, *xr = x + at;
           const float *yr = RELU ? y + at : nullptr;
+          const float *ar = ADD ? dyAdd + at : nullptr;
           float *dxr = dx + at;
           float *gr = EMIT ? gOut + at : nullptr;
 #pragma omp simd
           for (int64_t c = 0; c < n; ++c) {
-            float g = dyr[c];
+            float g = ADD ? dyr[c] + ar[c] : dyr[c];
             if constexpr (RELU) g = yr[c] > 0.f ? g : 0.f;
             dxr[c] = kc[c] * g + bc[c] * xr[c] + dc[c];
             if constexpr (EMIT) gr[c] = g;
@@ -338,9 +343,10 @@ void bnBackwardPasses(const float *dy, const float *x, const float *y, const flo
       });
 }
 
-// bnTrainBackward({ dy, x, y, gamma, mean, variance, dx, dgamma, dbeta, rows, channels,
-// epsilon, relu, g?, dxBf16?, layout?, imageSize? }), every [rows, channels] array in
-// layout. y (the forward's output) is needed only with relu.
+// bnTrainBackward({ dy, dyAdd?, x, y, gamma, mean, variance, dx, dgamma, dbeta, rows,
+// channels, epsilon, relu, g?, dxBf16?, layout?, imageSize? }), every [rows, channels]
+// array in layout. y (the forward's output) is needed only with relu. With dyAdd the
+// incoming gradient is dy + dyAdd (the same float addition as adding them first).
 // With g = relu ? dy * (y > 0) : dy and xhat = (x - mean) / sqrt(var + eps):
 //   dbeta = sum g, dgamma = sum g * xhat,
 //   dx = gamma / sqrt(var + eps) * (g - dbeta / M - xhat * dgamma / M).
@@ -350,7 +356,7 @@ Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
   const int64_t M = sh.M, C = sh.C;
   const double eps = a.number("epsilon");
   const bool relu = a.flag("relu");
-  const float *dy = a.f32("dy", M * C), *x = a.f32("x", M * C);
+  const float *dy = a.f32("dy", M * C), *dyAdd = a.optF32("dyAdd", M * C), *x = a.f32("x", M * C);
   const float *y = relu ? a.f32("y", M * C) : nullptr;
   const float *gamma = a.f32("gamma", C), *mean = a.f32("mean", C), *var = a.f32("variance", C);
   float *dx = a.f32("dx", M * C), *dgamma = a.f32("dgamma", C), *dbeta = a.f32("dbeta", C);
@@ -382,8 +388,11 @@ Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
       withFlag(g != nullptr, [&](auto E) {
         withFlag(dxb != nullptr, [&](auto B) {
           withFlag(l.blocked, [&](auto L) {
-            bnBackwardPasses<decltype(R)::value, decltype(E)::value, decltype(B)::value, decltype(L)::value>(
-                dy, x, y, mean, M, w, l, nt, partials, sg, sgx, fold, dx, g, dxb);
+            withFlag(dyAdd != nullptr, [&](auto A) {
+              bnBackwardPasses<decltype(R)::value, decltype(E)::value, decltype(B)::value, decltype(L)::value,
+                               decltype(A)::value>(dy, dyAdd, x, y, mean, M, w, l, nt, partials, sg, sgx, fold,
+                                                   dx, g, dxb);
+            });
           });
         });
       });

@@ -2,7 +2,7 @@
 // body kernel keeps so that no reorder runs around oneDNN's blocked convolutions: every
 // kernel that takes it must give, bit for bit, what it gives on the same tensor in NHWC
 // (convolutions, batch norm forward and backward with a residual and the masked gradient,
-// option A's shortcut), convertLayout must put each value where nChw16c says, and a wrong layout is
+// option A's shortcut; batch norm's second incoming gradient also against its sum), convertLayout must put each value where nChw16c says, and a wrong layout is
 // a one-line error. Shapes include 48 channels (no compile-time width), odd batches whose
 // rows split between two threads mid-image, and 16 channels (the same bytes either way).
 import { strict as assert } from 'node:assert';
@@ -144,6 +144,40 @@ describe('nChw16c, the body kernel layout', { skip: skipReason }, () => {
       const b = run('nChw16c');
       for (const k of ['mean', 'variance', 'dgamma', 'dbeta'] as const) sameBits(`${k} ${shape}`, b[k], a[k]);
       for (const k of ['y', 'dx', 'g'] as const) sameBits(`${k} ${shape}`, b[k], blocked(a[k], shape));
+    }
+  });
+
+  it("batch norm backward with a second incoming gradient (dyAdd, a block input's) gives the bits it gives on their float sum, in both layouts", () => {
+    for (const shape of SHAPES) {
+      const [n, h, w, c] = shape;
+      const size = n * h * w * c;
+      const x = rand(size, 6).map((v) => 1 + v);
+      const dy = rand(size, 7);
+      const dyAdd = rand(size, 8);
+      const sum = dy.map((v, i) => v + dyAdd[i]); // stored as float32: IEEE single addition
+      const gamma = rand(c, 9).map((v) => 1 + v / 2);
+      const beta = rand(c, 10);
+      for (const layout of ['nhwc', 'nChw16c'] as const) {
+        const conv = layout === 'nhwc' ? (a: Float32Array) => a : (a: Float32Array) => blocked(a, shape);
+        const common = { rows: n * h * w, channels: c, epsilon: 1e-5, relu: true, layout, imageSize: h * w };
+        const y = new Float32Array(size);
+        const [mean, variance] = [new Float32Array(c), new Float32Array(c)];
+        addon().bnTrainForward({ x: conv(x), gamma, beta, y, mean, variance, ...common });
+        const backward = (grads: { dy: Float32Array; dyAdd?: Float32Array }) => {
+          const out = {
+            dx: new Float32Array(size),
+            g: new Float32Array(size),
+            dgamma: new Float32Array(c),
+            dbeta: new Float32Array(c),
+          };
+          addon().bnTrainBackward({ ...grads, x: conv(x), y, gamma, mean, variance, ...out, ...common });
+          return out;
+        };
+        const fused = backward({ dy: conv(dy), dyAdd: conv(dyAdd) });
+        const summed = backward({ dy: conv(sum) });
+        for (const k of ['dx', 'g', 'dgamma', 'dbeta'] as const)
+          sameBits(`${k} ${layout} ${shape}`, fused[k], summed[k]);
+      }
     }
   });
 

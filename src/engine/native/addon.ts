@@ -65,6 +65,8 @@ export interface NativeAddon {
   }): void;
   bnTrainBackward(a: {
     dy: Float32Array;
+    /** a second incoming gradient, added to dy as it is read */
+    dyAdd?: Float32Array | null;
     x: Float32Array;
     /** the forward's output; needed only with relu */
     y: Float32Array | null;

@@ -5,13 +5,13 @@
 // dispatch, its tape, and the Identity clone of every tensor the tape keeps for the
 // backward pass (bench/profile.ts measures it). Here the body's kernels (about 5 forward and
 // 7 backward per block) become plain calls of the addon, its activations are scratch arrays
-// instead of tensors, and the gradient of a block's input is accumulated in place.
+// instead of tensors, and the two gradients of a block's input (through conv1 and through
+// the shortcut) are summed by the batch-norm backward that reads them.
 //
 // The same native calls, on the same inputs, in the same order as the per-unit kernels
 // (kernels-conv.ts, kernels-fused.ts), so the results are bit-identical to theirs
-// (test/native-body.test.ts checks every gradient); the one change, adding a block's
-// shortcut gradient into its conv1's input gradient in place, is the same float addition
-// the tape's Add does. The model uses it only where it applies (src/engine/ops.ts:
+// (test/native-body.test.ts checks every gradient); the one change, that sum, is the same
+// float addition the tape's Add does. The model uses it only where it applies (src/engine/ops.ts:
 // trainBody): training mode, shortcuts identity / A / none, one BN shard, no hooks.
 //
 // Inside, the activations are in oneDNN's blocked layout nChw16c (Layout in addon.ts), the
@@ -202,9 +202,10 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
   const grads: tf.TensorInfo[][] = [];
 
   // BN (-> + residual) -> ReLU backward, then the conv's weight gradient and, unless this
-  // is the stem, its input gradient. emit: also the masked dy (the residual's gradient).
+  // is the stem, its input gradient. The incoming gradient is g, or g + gAdd (a block
+  // input's: see below). emit: also the masked dy (the residual's gradient).
   // Each gradient array goes back to the pool as soon as it has been used.
-  const unitBackward = (i: number, g: Float32Array, emit: boolean, needDx: boolean) => {
+  const unitBackward = (i: number, g: Float32Array, gAdd: Float32Array | null, emit: boolean, needDx: boolean) => {
     const u = st.units[i];
     const n = size(u.outShape);
     const channels = u.outShape[3];
@@ -214,6 +215,7 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
     const masked = emit ? alloc(b, n) : null;
     addon().bnTrainBackward({
       dy: g,
+      dyAdd: gAdd,
       x: u.z,
       y: u.y,
       gamma: u.gamma,
@@ -257,22 +259,26 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
   const done = (a: Float32Array) => {
     if (a !== dyOut) b.releaseScratch(a);
   };
+  // A block's input feeds its conv1 and its shortcut, so its gradient is the sum of the
+  // two (the tape would add them with Add): the sum is formed by the batch-norm backward
+  // that reads it next (dyAdd), instead of by a separate pass over the tensor.
+  let gAdd: Float32Array | null = null;
   for (let k = st.shortcuts.length - 1; k >= 0; k--) {
     const shortcut = st.shortcuts[k];
-    const second = unitBackward(2 + 2 * k, g, shortcut !== 'none', true);
+    const second = unitBackward(2 + 2 * k, g, gAdd, shortcut !== 'none', true);
     done(g);
-    const first = unitBackward(1 + 2 * k, second.dx!, false, true);
+    if (gAdd) done(gAdd);
+    const first = unitBackward(1 + 2 * k, second.dx!, null, false, true);
     done(second.dx!);
-    const dx = first.dx!;
-    let fromShortcut = second.masked;
+    gAdd = second.masked;
     if (shortcut === 'A') {
       const inShape = st.units[1 + 2 * k].inShape;
       const [batch, height, width, channels] = inShape;
       const outChannels = st.units[2 + 2 * k].outShape[3];
-      fromShortcut = alloc(b, size(inShape));
+      gAdd = alloc(b, size(inShape));
       addon().shortcutA({
         src: second.masked!,
-        dst: fromShortcut,
+        dst: gAdd,
         batch,
         height,
         width,
@@ -283,18 +289,11 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
       });
       done(second.masked!);
     }
-    if (fromShortcut) {
-      // The block input feeds conv1 and the shortcut: its gradient is the sum of both,
-      // written over conv1's (the tape would make a new tensor with Add).
-      const one = Int32Array.of(1);
-      const shape = Int32Array.of(dx.length);
-      addon().binary({ op: 'add', a: fromShortcut, b: dx, out: dx, shape, aStrides: one, bStrides: one });
-      done(fromShortcut);
-    }
-    g = dx;
+    g = first.dx!;
   }
-  unitBackward(0, g, false, false);
+  unitBackward(0, g, gAdd, false, false);
   done(g);
+  if (gAdd) done(gAdd);
   release(b, st);
   return grads.flat();
 };
