@@ -349,7 +349,8 @@ bool amdAvx512() {
 //   stride-1 conv with padding 1 is the backward data of the conv with the filter's in and
 //   out channels swapped and its taps reversed). On the AMX Xeon we used before, the forward
 //   kernel was the faster one (4.1 vs 4.6 ms), so Intel CPUs keep it.
-// - the stem's 3 -> 16 conv: oneDNN picks brgconv, 0.79 ms; its jit kernel takes 0.42.
+// - the stem's 3 -> 16 conv: oneDNN picks brgconv, 0.79 ms; its jit kernel takes 0.42 (and
+//   0.55 vs 0.36-0.41 ms in three later runs).
 // Both fixed rules of the geometry and the CPU, so a run always takes the same kernels.
 bool forwardViaBackwardData(const Geom &g, const Plan &p) {
   return amdAvx512() && !p.bf16 && p.alg == dnnl::algorithm::convolution_direct && g[3] == 16 && g[6] == 16 &&
