@@ -390,8 +390,8 @@ Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
           withFlag(l.blocked, [&](auto L) {
             withFlag(dyAdd != nullptr, [&](auto A) {
               bnBackwardPasses<decltype(R)::value, decltype(E)::value, decltype(B)::value, decltype(L)::value,
-                               decltype(A)::value>(dy, dyAdd, x, y, mean, M, w, l, nt, partials, sg, sgx, fold,
-                                                   dx, g, dxb);
+                               decltype(A)::value>(dy, dyAdd, x, y, mean, M, w, l, nt, partials, sg, sgx,
+                                                   fold, dx, g, dxb);
             });
           });
         });

@@ -144,7 +144,8 @@ memory::desc withWeights(const Descs &d, dt t) { return memory::desc(d.wAny.dims
 
 // prefer: the first implementation whose name starts so, if oneDNN has one for the
 // description, else oneDNN's first choice.
-dnnl::convolution_forward::primitive_desc forwardPd(const Descs &d, const Plan &p, const char *prefer = nullptr) {
+dnnl::convolution_forward::primitive_desc forwardPd(const Descs &d, const Plan &p,
+                                                     const char *prefer = nullptr) {
   auto desc = dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, p.alg, p.src,
                                               withWeights(d, p.weights), p.dst, d.strides,
                                               d.padL, d.padR);
