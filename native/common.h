@@ -148,9 +148,6 @@ struct Layout {
   int64_t at(int64_t r, int64_t c) const { return row(r) + (c / 16) * block() + c % 16; }
 };
 
-// The optional field layout ("nhwc", the default, or "nChw16c") of an activation of M rows
-// and C channels (a multiple of 16 for nChw16c), whose images have HW = H*W rows: given by
-// the caller, or else (HW = 0) read from the field imageSize.
 // Field `key` naming a layout, "nhwc" or "nChw16c": whether it is nChw16c (absent: nhwc,
 // unless required).
 inline bool readBlocked(const Args &a, const char *key, bool required = false) {
@@ -162,6 +159,9 @@ inline bool readBlocked(const Args &a, const char *key, bool required = false) {
   return name == "nChw16c";
 }
 
+// The optional field layout ("nhwc", the default, or "nChw16c") of an activation of M rows
+// and C channels (a multiple of 16 for nChw16c), whose images have HW = H*W rows: given by
+// the caller, or else (HW = 0) read from the field imageSize.
 inline Layout readLayout(const Args &a, int64_t M, int64_t C, int64_t HW = 0) {
   Layout l;
   l.C = C;
