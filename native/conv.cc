@@ -484,13 +484,20 @@ Napi::Value ConvForward(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
-// convBackwardData({ dy, filter, dx, geometry, layout?, dyBf16? }): dx = d(loss)/dx
+// dy may be left out when the pass reads the caller's bf16 copy instead (convImplInfo's
+// takesBf16 says which passes do): the batch-norm backward then skips writing it in f32.
+void needDy(const Args &a, const float *dy, const uint16_t *dyb, const Bf16Input &in) {
+  if (!dy && !(dyb && in.usable)) a.fail("needs dy: this pass reads it in f32, not its bf16 copy");
+}
+
+// convBackwardData({ dy?, filter, dx, geometry, layout?, dyBf16? }): dx = d(loss)/dx
 Napi::Value ConvBackwardData(const Napi::CallbackInfo &info) {
   const Args a(info, "convBackwardData");
   const Geom g = readGeom(a);
-  float *dy = a.f32("dy", outSize(g)), *filter = a.f32("filter", filterSize(g)), *dx = a.f32("dx", inSize(g));
+  float *dy = a.optF32("dy", outSize(g)), *filter = a.f32("filter", filterSize(g)), *dx = a.f32("dx", inSize(g));
   uint16_t *dyb = a.optU16("dyBf16", outSize(g));
   ConvBwdData &c = getBwdData(g);
+  needDy(a, dy, dyb, c.diffDstBf16);
   auto &s = cpuStream();
   c.diffDst.bind(dy);
   c.w.bind(filter);
@@ -506,14 +513,15 @@ Napi::Value ConvBackwardData(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
-// convBackwardWeights({ x, dy, dfilter, geometry, layout?, xBf16?, dyBf16? }):
-// dfilter = d(loss)/dfilter, hwio
+// convBackwardWeights({ x, dy?, dfilter, geometry, layout?, xBf16?, dyBf16? }):
+// dfilter = d(loss)/dfilter, hwio (dy: as in convBackwardData)
 Napi::Value ConvBackwardWeights(const Napi::CallbackInfo &info) {
   const Args a(info, "convBackwardWeights");
   const Geom g = readGeom(a);
-  float *x = a.f32("x", inSize(g)), *dy = a.f32("dy", outSize(g)), *df = a.f32("dfilter", filterSize(g));
+  float *x = a.f32("x", inSize(g)), *dy = a.optF32("dy", outSize(g)), *df = a.f32("dfilter", filterSize(g));
   uint16_t *xb = a.optU16("xBf16", inSize(g)), *dyb = a.optU16("dyBf16", outSize(g));
   ConvBwdWeights &c = getBwdWeights(g);
+  needDy(a, dy, dyb, c.diffDstBf16);
   auto &s = cpuStream();
   c.src.bind(x);
   c.diffDst.bind(dy);
@@ -530,13 +538,24 @@ Napi::Value ConvBackwardWeights(const Napi::CallbackInfo &info) {
 }
 
 // convImplInfo({ geometry }): which oneDNN implementations the three passes use (for
-// profiling; a "ref" implementation here would mean a slow fallback inside oneDNN).
+// profiling; a "ref" implementation here would mean a slow fallback inside oneDNN), and
+// takesBf16: which inputs a pass reads from the caller's bf16 copy when given one (never in
+// fp32 mode).
 Napi::Value ConvImplInfo(const Napi::CallbackInfo &info) {
   const Geom g = readGeom(Args(info, "convImplInfo"));
+  const ConvFwd &f = getFwd(g);
+  const ConvBwdData &d = getBwdData(g);
+  const ConvBwdWeights &w = getBwdWeights(g);
   auto o = Napi::Object::New(info.Env());
-  o.Set("forward", getFwd(g).impl);
-  o.Set("backwardData", getBwdData(g).impl);
-  o.Set("backwardWeights", getBwdWeights(g).impl);
+  o.Set("forward", f.impl);
+  o.Set("backwardData", d.impl);
+  o.Set("backwardWeights", w.impl);
+  auto bf = Napi::Object::New(info.Env());
+  bf.Set("forwardX", f.srcBf16.usable);
+  bf.Set("backwardDataDy", d.diffDstBf16.usable);
+  bf.Set("backwardWeightsX", w.srcBf16.usable);
+  bf.Set("backwardWeightsDy", w.diffDstBf16.usable);
+  o.Set("takesBf16", bf);
   return o;
 }
 

@@ -113,14 +113,26 @@ describe('native body kernel', { skip: skipReason }, () => {
     for (const [label, cfg] of nets) {
       const skip = precision === 'bf16' && !bf16Cpu && 'this CPU has no AVX512-BF16 or AMX';
       it(`${label} in ${precision}: bit-identical to the unit-by-unit path`, { skip }, async () => {
+        // Count the batch-norm backward calls that write their gradient in bf16 only (the
+        // convs before read only that copy): stage 1 and 2 in bf16 mode, none in fp32.
+        const addon = loadAddon();
+        const original = addon.bnTrainBackward;
+        let bf16Only = 0;
+        addon.bnTrainBackward = (a) => {
+          if (!a.dx) bf16Only++;
+          original(a);
+        };
         await nativeEngine.loadNativeEngine(2, precision);
         try {
           for (const batch of [5, 8]) {
             assertSame(await pass(cfg, true, batch), await pass(cfg, false, batch), `${label} batch ${batch}`);
           }
         } finally {
+          addon.bnTrainBackward = original;
           await nativeEngine.loadNativeEngine(2);
         }
+        if (precision === 'fp32') assert.equal(bf16Only, 0);
+        else assert.ok(bf16Only >= 2 * 4, `${bf16Only} batch-norm backwards wrote dx in bf16 only`);
       });
     }
   }

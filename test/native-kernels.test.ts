@@ -792,6 +792,98 @@ describe('native bf16 convolutions', { skip: skipReason || (!bf16Cpu && 'this CP
     }
   });
 
+  it('writes an incoming gradient only in bf16 where both backward passes read only that copy, with the same bits', async () => {
+    const addon = loadAddon();
+    // Batch 8 of stage 1 (32x32x16): 131072 values, enough for both threads.
+    const geometry = (c: number, hw: number) => ({
+      batch: 8,
+      inHeight: hw,
+      inWidth: hw,
+      inChannels: c,
+      outHeight: hw,
+      outWidth: hw,
+      outChannels: c,
+      filterHeight: 3,
+      filterWidth: 3,
+      strideHeight: 1,
+      strideWidth: 1,
+      padTop: 1,
+      padLeft: 1,
+      padBottom: 1,
+      padRight: 1,
+    });
+    const stage1 = geometry(16, 32);
+    const stage3 = geometry(64, 8); // f32 backward weights in bf16 mode (native/conv.cc, bf16Pays)
+    const n = 8 * 32 * 32 * 16;
+    const bn = (dx: Float32Array | undefined, dxBf16: Uint16Array | undefined) =>
+      addon.bnTrainBackward({
+        dy: rand(n, 1),
+        dyAdd: rand(n, 2),
+        x: rand(n, 3),
+        y: rand(n, 4),
+        gamma: rand(16, 5),
+        mean: rand(16, 6).map((v) => v * 0.1),
+        variance: rand(16, 7).map((v) => 1 + v * 0.5),
+        dx,
+        dgamma: new Float32Array(16),
+        dbeta: new Float32Array(16),
+        rows: n / 16,
+        channels: 16,
+        epsilon: 1e-5,
+        relu: true,
+        dxBf16,
+      });
+    await native().loadNativeEngine(2, 'bf16');
+    try {
+      assert.deepEqual(addon.convImplInfo({ geometry: stage1 }).takesBf16, {
+        forwardX: true,
+        backwardDataDy: true,
+        backwardWeightsDy: true,
+        backwardWeightsX: true,
+      });
+      assert.equal(addon.convImplInfo({ geometry: stage3 }).takesBf16.backwardWeightsDy, false);
+      const dx = new Float32Array(n);
+      const both = new Uint16Array(n);
+      const alone = new Uint16Array(n).fill(0xffff);
+      bn(dx, both);
+      bn(undefined, alone);
+      assert.deepEqual(alone, both, 'dxBf16 without dx');
+      assert.ok(both.some((v) => v !== 0));
+      assert.throws(
+        () => bn(undefined, undefined),
+        /^Error: resnet_native: bnTrainBackward: needs dx, dxBf16 or both$/,
+      );
+
+      // The convolutions read the copy alone and give the same bits as with dy beside it.
+      const filter = rand(9 * 16 * 16, 8);
+      const x = rand(n, 9);
+      const run = (dy: Float32Array | undefined) => {
+        const dxOut = new Float32Array(n);
+        const dfilter = new Float32Array(9 * 16 * 16);
+        addon.convBackwardData({ dy, dyBf16: both, filter, dx: dxOut, geometry: stage1 });
+        addon.convBackwardWeights({ x, dy, dyBf16: both, dfilter, geometry: stage1 });
+        return [dxOut, dfilter];
+      };
+      assert.deepEqual(run(undefined), run(dx));
+      // Where a pass reads dy in f32, leaving it out is an error, not garbage read.
+      const m = 8 * 8 * 8 * 64;
+      assert.throws(
+        () =>
+          addon.convBackwardWeights({
+            x: rand(m, 10),
+            dyBf16: new Uint16Array(m),
+            dfilter: new Float32Array(9 * 64 * 64),
+            geometry: stage3,
+          }),
+        /^Error: resnet_native: convBackwardWeights: needs dy: this pass reads it in f32, not its bf16 copy$/,
+      );
+    } finally {
+      await native().loadNativeEngine(2);
+    }
+    const f32 = addon.convImplInfo({ geometry: stage1 }).takesBf16;
+    assert.deepEqual(Object.values(f32), [false, false, false, false], 'fp32 mode takes bf16 copies');
+  });
+
   it('is deterministic in bf16 too: the same steps give bit-identical losses', async () => {
     const a = await smallTraining(3, 'bf16');
     const b = await smallTraining(3, 'bf16');

@@ -23,7 +23,8 @@ export interface NativeAddon {
     xBf16?: Bf16;
   }): void;
   convBackwardData(a: {
-    dy: Float32Array;
+    /** may be left out when this pass reads dyBf16 instead (convImplInfo's takesBf16) */
+    dy?: Float32Array;
     filter: Float32Array;
     dx: Float32Array;
     geometry: ConvGeometry;
@@ -32,14 +33,21 @@ export interface NativeAddon {
   }): void;
   convBackwardWeights(a: {
     x: Float32Array;
-    dy: Float32Array;
+    /** as in convBackwardData */
+    dy?: Float32Array;
     dfilter: Float32Array;
     geometry: ConvGeometry;
     layout?: Layout;
     xBf16?: Bf16;
     dyBf16?: Bf16;
   }): void;
-  convImplInfo(a: { geometry: ConvGeometry }): { forward: string; backwardData: string; backwardWeights: string };
+  convImplInfo(a: { geometry: ConvGeometry }): {
+    forward: string;
+    backwardData: string;
+    backwardWeights: string;
+    /** which inputs a pass reads from the caller's bf16 copy when given one (never in fp32) */
+    takesBf16: { forwardX: boolean; backwardDataDy: boolean; backwardWeightsX: boolean; backwardWeightsDy: boolean };
+  };
   /** Arithmetic of the convolutions from now on; 'bf16' throws without CPU support. */
   setConvPrecision(precision: 'fp32' | 'bf16'): void;
   /** x, y: [rows, channels]; gamma, beta, mean, variance: [channels]. */
@@ -73,7 +81,8 @@ export interface NativeAddon {
     gamma: Float32Array;
     mean: Float32Array;
     variance: Float32Array;
-    dx: Float32Array;
+    /** may be left out when dxBf16 is given: then dx is written in bf16 only */
+    dx?: Float32Array;
     dgamma: Float32Array;
     dbeta: Float32Array;
     rows: number;

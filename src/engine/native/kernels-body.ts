@@ -194,6 +194,23 @@ const bodyForward: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   return [output(b, h.shape, out), ...statsOut];
 };
 
+/**
+ * Whether a conv's backward passes (backward data only if needDx) read their incoming
+ * gradient only from its bf16 copy: asked of the addon once per geometry (bf16 mode only,
+ * whose kernel choices are fixed for the process).
+ */
+const dyBf16Only = new Map<string, boolean>();
+function readsDyBf16Only(geometry: ConvGeometry, needDx: boolean): boolean {
+  const key = `${JSON.stringify(geometry)} ${needDx}`;
+  let only = dyBf16Only.get(key);
+  if (only === undefined) {
+    const t = addon().convImplInfo({ geometry }).takesBf16;
+    only = t.backwardWeightsDy && (!needDx || t.backwardDataDy);
+    dyBf16Only.set(key, only);
+  }
+  return only;
+}
+
 const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
   const b = backend as NativeBackend;
   const [dy, h] = need(inputs, 'dy', 'h');
@@ -209,7 +226,11 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
     const u = st.units[i];
     const n = size(u.outShape);
     const channels = u.outShape[3];
+    // dz, the conv's incoming gradient: in bf16 mode, when both of the conv's backward
+    // passes read only its bf16 copy, the f32 array is never written (it only keys the copy).
     const dz = alloc(b, n);
+    const dzBf16 = bf16CopyFor(b, dz);
+    const dzF32 = dzBf16 === null || !readsDyBf16Only(u.geometry, needDx) ? dz : undefined;
     const dgamma = alloc(b, channels);
     const dbeta = alloc(b, channels);
     const masked = emit ? alloc(b, n) : null;
@@ -221,7 +242,7 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
       gamma: u.gamma,
       mean: u.mean,
       variance: u.variance,
-      dx: dz,
+      dx: dzF32,
       dgamma,
       dbeta,
       rows: n / channels,
@@ -229,7 +250,7 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
       epsilon: st.epsilon,
       relu: true,
       g: masked,
-      dxBf16: bf16CopyFor(b, dz),
+      dxBf16: dzBf16,
       layout: st.layout,
       imageSize: u.outShape[1] * u.outShape[2],
     });
@@ -237,17 +258,17 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
     let dx: Float32Array | null = null;
     if (needDx) {
       dx = alloc(b, size(u.inShape));
-      addon().convBackwardData({ dy: dz, filter: u.w, dx, geometry, layout, dyBf16: bf16CopyOf(b, dz) });
+      addon().convBackwardData({ dy: dzF32, filter: u.w, dx, geometry, layout, dyBf16: dzBf16 });
     }
     const dw = alloc(b, size(u.wShape));
     addon().convBackwardWeights({
       x: u.input,
-      dy: dz,
       dfilter: dw,
       geometry,
       layout,
       xBf16: bf16CopyOf(b, u.input),
-      dyBf16: bf16CopyOf(b, dz),
+      dy: dzF32,
+      dyBf16: dzBf16,
     });
     b.releaseScratch(dz);
     grads[i] = [output(b, u.wShape, dw), output(b, [channels], dgamma), output(b, [channels], dbeta)];

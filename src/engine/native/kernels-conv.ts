@@ -162,5 +162,7 @@ export function convImplementations(
   pad: Pad,
 ): { forward: string; backwardData: string; backwardWeights: string } | null {
   const geom = geometry(convInfo(xShape, filterShape, { strides: stride, pad }));
-  return geom ? addon().convImplInfo({ geometry: geom }) : null;
+  if (!geom) return null;
+  const { forward, backwardData, backwardWeights } = addon().convImplInfo({ geometry: geom });
+  return { forward, backwardData, backwardWeights };
 }
