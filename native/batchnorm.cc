@@ -170,14 +170,17 @@ template <bool RELU, bool RES, bool BF16, bool BLOCKED, typename Wd>
 void affineT(const float *x, const float *scale, const float *shift, const float *res, float *y,
              uint16_t *yb, int64_t M, Wd width, const Layout &l, int nt) {
   const int64_t C = width();
+  // Without y (BF16 only, so NHWC): each step's f32 results go to a per-thread buffer, as in
+  // the backward's dx.
   forAllRuns<BLOCKED>(
       l, M, width, nt,
       [&](int64_t o, auto c0, auto n, int64_t rows, auto stride) {
         const float *k = scale + c0, *b = shift + c0;
+        float *buffer = y ? nullptr : stepBuffer(kCopyRows * C);
         for (int64_t i = 0; i < rows; ++i) {
           const float *xr = x + o + i * stride;
           const float *rr = RES ? res + o + i * stride : nullptr;
-          float *yr = y + o + i * stride;
+          float *yr = y ? y + o + i * stride : buffer + i * stride;
 #pragma omp simd
           for (int64_t c = 0; c < n; ++c) {
             float v = xr[c] * k[c] + b[c];
@@ -188,7 +191,7 @@ void affineT(const float *x, const float *scale, const float *shift, const float
       },
       // (bf16 copies are NHWC only: readBf16Out refuses them with nChw16c.)
       [&](int64_t r0, int64_t r1) {
-        if constexpr (BF16 && !BLOCKED) toBf16(y + r0 * C, yb + r0 * C, (r1 - r0) * C);
+        if constexpr (BF16 && !BLOCKED) toBf16(y ? y + r0 * C : stepBuffer(kCopyRows * C), yb + r0 * C, (r1 - r0) * C);
       });
 }
 
@@ -227,12 +230,14 @@ uint16_t *readBf16Out(const Args &a, const char *key, int64_t M, int64_t C, cons
   return p;
 }
 
-// bnTrainForward({ x, gamma, beta, y, mean, variance, rows, channels, epsilon, relu,
+// bnTrainForward({ x, gamma, beta, y?, mean, variance, rows, channels, epsilon, relu,
 // residual?, yBf16?, layout?, imageSize? }): x and y are [rows, channels] (in layout).
 // With a residual [rows, channels], y = relu?(BN(x) + residual): the end of a residual
 // block in the same pass as the normalization (no separate add + ReLU pass). yBf16
 // (Uint16Array [rows, channels]): also receives y in bf16, for a convolution that
-// multiplies in bf16.
+// multiplies in bf16; then y may be left out, written in bf16 only (for a block's inner
+// activation whose readers all take the copy: the next conv, its weight gradient, and the
+// ReLU mask of bnTrainBackward).
 Napi::Value BnTrainForward(const Napi::CallbackInfo &info) {
   const Args a(info, "bnTrainForward");
   const Shape2 sh = readShape(a);
@@ -240,10 +245,11 @@ Napi::Value BnTrainForward(const Napi::CallbackInfo &info) {
   const double eps = a.number("epsilon");
   const bool relu = a.flag("relu");
   const float *x = a.f32("x", M * C), *gamma = a.f32("gamma", C), *beta = a.f32("beta", C);
-  float *y = a.f32("y", M * C), *mean = a.f32("mean", C), *var = a.f32("variance", C);
+  float *y = a.optF32("y", M * C), *mean = a.f32("mean", C), *var = a.f32("variance", C);
   const float *residual = a.optF32("residual", M * C);
   const Layout l = readLayout(a, M, C);
   uint16_t *yBf16 = readBf16Out(a, "yBf16", M, C, l);
+  if (!y && !yBf16) a.fail("needs y, yBf16 or both");
 
   // Sums of (x - x[0]) rather than of x: shifting by a sample keeps the one-pass variance
   // E[d^2] - E[d]^2 free of cancellation when |mean| >> std.
@@ -295,8 +301,23 @@ Napi::Value BnTrainForward(const Napi::CallbackInfo &info) {
 // ADD: the incoming gradient is dy + dyAdd, summed as it is read (a residual block's input
 // feeds its conv and its shortcut: the two gradients meet here instead of in a separate
 // add over the whole tensor).
-template <bool RELU, bool EMIT, bool BF16, bool BLOCKED, bool ADD, typename Wd>
-void bnBackwardPasses(const float *dy, const float *dyAdd, const float *x, const float *y, const float *mean,
+// y > 0 of the forward's output, from y or, when Y16, from its bf16 copy: a positive
+// finite bf16 value is 0x0001..0x7f80 as a signed 16-bit integer (NaN and -0 fail as in
+// f32). The two masks agree except where y is a positive f32 denormal, which the
+// conversion (toBf16) rounds or flushes to 0.
+template <bool Y16>
+inline bool positive(const float *y, const uint16_t *yb, int64_t i) {
+  if constexpr (Y16) {
+    const int16_t v = int16_t(yb[i]);
+    return v > 0 && v <= 0x7f80;
+  } else {
+    return y[i] > 0.f;
+  }
+}
+
+template <bool RELU, bool EMIT, bool BF16, bool BLOCKED, bool ADD, bool Y16, typename Wd>
+void bnBackwardPasses(const float *dy, const float *dyAdd, const float *x, const float *y, const uint16_t *yb,
+                      const float *mean,
                       int64_t M, Wd width, const Layout &l, int nt, std::vector<double> &partials,
                       std::vector<double> &sg, std::vector<double> &sgx,
                       const std::function<void(std::vector<float> &, std::vector<float> &,
@@ -310,12 +331,13 @@ void bnBackwardPasses(const float *dy, const float *dyAdd, const float *x, const
         float *__restrict g1 = f1 + c0, *__restrict g2 = f2 + c0;
         for (int64_t i = 0; i < rows; ++i) {
           const float *__restrict dyr = dy + o + i * stride, *__restrict xr = x + o + i * stride;
-          const float *__restrict yr = RELU ? y + o + i * stride : nullptr;
+          const float *__restrict yr = RELU && !Y16 ? y + o + i * stride : nullptr;
+          const uint16_t *__restrict ybr = RELU && Y16 ? yb + o + i * stride : nullptr;
           const float *__restrict ar = ADD ? dyAdd + o + i * stride : nullptr;
 #pragma omp simd
           for (int64_t c = 0; c < n; ++c) {
             float g = ADD ? dyr[c] + ar[c] : dyr[c];
-            if constexpr (RELU) g = yr[c] > 0.f ? g : 0.f;
+            if constexpr (RELU) g = positive<Y16>(yr, ybr, c) ? g : 0.f;
             g1[c] += g;
             g2[c] += g * (xr[c] - mu[c]);
           }
@@ -335,14 +357,15 @@ void bnBackwardPasses(const float *dy, const float *dyAdd, const float *x, const
         for (int64_t i = 0; i < rows; ++i) {
           const int64_t at = o + i * stride;
           const float *dyr = dy + at, *xr = x + at;
-          const float *yr = RELU ? y + at : nullptr;
+          const float *yr = RELU && !Y16 ? y + at : nullptr;
+          const uint16_t *ybr = RELU && Y16 ? yb + at : nullptr;
           const float *ar = ADD ? dyAdd + at : nullptr;
           float *dxr = dx ? dx + at : buffer + (at - o);
           float *gr = EMIT ? gOut + at : nullptr;
 #pragma omp simd
           for (int64_t c = 0; c < n; ++c) {
             float g = ADD ? dyr[c] + ar[c] : dyr[c];
-            if constexpr (RELU) g = yr[c] > 0.f ? g : 0.f;
+            if constexpr (RELU) g = positive<Y16>(yr, ybr, c) ? g : 0.f;
             dxr[c] = kc[c] * g + bc[c] * xr[c] + dc[c];
             if constexpr (EMIT) gr[c] = g;
           }
@@ -353,13 +376,14 @@ void bnBackwardPasses(const float *dy, const float *dyAdd, const float *x, const
       });
 }
 
-// bnTrainBackward({ dy, dyAdd?, x, y, gamma, mean, variance, dx?, dgamma, dbeta, rows,
-// channels, epsilon, relu, g?, dxBf16?, layout?, imageSize? }), every [rows, channels]
+// bnTrainBackward({ dy, dyAdd?, x, y?, yBf16?, gamma, mean, variance, dx?, dgamma, dbeta,
+// rows, channels, epsilon, relu, g?, dxBf16?, layout?, imageSize? }), every [rows, channels]
 // array in layout. dx may be left out when dxBf16 is given: then dx is written in bf16
 // only, for convolutions that read only that copy (the body kernel in bf16 mode, stages 1
 // and 2). The f32 write and its read-for-ownership are 16 of the ~70-100 MB a stage-1 call
 // moves: ResNet-56 bf16 step, batch-norm backward 158 -> 138 ms (medians of 3 alternating
-// profiles, AMX Xeon). y (the forward's output) is needed only with relu. With dyAdd the
+// profiles, AMX Xeon). y (the forward's output) is needed only with relu, and then may be
+// replaced by yBf16, the forward's bf16 copy of it (see positive()). With dyAdd the
 // incoming gradient is dy + dyAdd (the same float addition as adding them first).
 // With g = relu ? dy * (y > 0) : dy and xhat = (x - mean) / sqrt(var + eps):
 //   dbeta = sum g, dgamma = sum g * xhat,
@@ -371,7 +395,9 @@ Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
   const double eps = a.number("epsilon");
   const bool relu = a.flag("relu");
   const float *dy = a.f32("dy", M * C), *dyAdd = a.optF32("dyAdd", M * C), *x = a.f32("x", M * C);
-  const float *y = relu ? a.f32("y", M * C) : nullptr;
+  // The ReLU mask's source: y, or (y left out) yBf16, the forward's bf16 copy of it.
+  const uint16_t *yb = relu ? a.optU16("yBf16", M * C) : nullptr;
+  const float *y = relu ? (yb ? a.optF32("y", M * C) : a.f32("y", M * C)) : nullptr;
   const float *gamma = a.f32("gamma", C), *mean = a.f32("mean", C), *var = a.f32("variance", C);
   float *dx = a.optF32("dx", M * C), *dgamma = a.f32("dgamma", C), *dbeta = a.f32("dbeta", C);
   // g (optional, [M, C]): receives dy masked by the ReLU, the gradient of a residual input
@@ -382,6 +408,8 @@ Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
   const Layout l = readLayout(a, M, C);
   uint16_t *dxb = readBf16Out(a, "dxBf16", M, C, l);
   if (!dx && !dxb) a.fail("needs dx, dxBf16 or both");
+  if (yb && l.blocked) a.fail("yBf16 is only read in layout nhwc");
+  const bool y16 = relu && !y;
 
   const int nt = teamSize(M * C);
   std::vector<double> partials, sg, sgx;
@@ -404,9 +432,11 @@ Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
         withFlag(dxb != nullptr, [&](auto B) {
           withFlag(l.blocked, [&](auto L) {
             withFlag(dyAdd != nullptr, [&](auto A) {
-              bnBackwardPasses<decltype(R)::value, decltype(E)::value, decltype(B)::value, decltype(L)::value,
-                               decltype(A)::value>(dy, dyAdd, x, y, mean, M, w, l, nt, partials, sg, sgx,
-                                                   fold, dx, g, dxb);
+              withFlag(y16, [&](auto Y) {
+                bnBackwardPasses<decltype(R)::value, decltype(E)::value, decltype(B)::value, decltype(L)::value,
+                                 decltype(A)::value, decltype(Y)::value>(dy, dyAdd, x, y, yb, mean, M, w, l, nt,
+                                                                         partials, sg, sgx, fold, dx, g, dxb);
+              });
             });
           });
         });

@@ -449,15 +449,23 @@ ConvFwd &getFwd(const Geom &g) { return cached(g, makeFwd); }
 ConvBwdData &getBwdData(const Geom &g) { return cached(g, makeBwdData); }
 ConvBwdWeights &getBwdWeights(const Geom &g) { return cached(g, makeBwdWeights); }
 
-// convForward({ x, filter, y, geometry, layout?, xBf16? }): y = conv(x, filter); layout:
+// An input (x or dy) may be left out when the pass reads the caller's bf16 copy instead
+// (convImplInfo's takesBf16 says which passes do): the batch-norm kernel that wrote the
+// copy then skips writing the f32 tensor. Anywhere else leaving it out is an error.
+void needF32(const Args &a, const char *key, const float *p, const uint16_t *copy, const Bf16Input &in) {
+  if (!p && !(copy && in.usable)) a.fail(std::string("needs ") + key + ": this pass reads it in f32, not its bf16 copy");
+}
+
+// convForward({ x?, filter, y, geometry, layout?, xBf16? }): y = conv(x, filter); layout:
 // of x and y ("nhwc", the default, or "nChw16c"); xBf16: x already in bf16 (used when the
-// conv multiplies in bf16).
+// conv multiplies in bf16; then x may be left out, see needF32).
 Napi::Value ConvForward(const Napi::CallbackInfo &info) {
   const Args a(info, "convForward");
   const Geom g = readGeom(a);
-  float *x = a.f32("x", inSize(g)), *filter = a.f32("filter", filterSize(g)), *y = a.f32("y", outSize(g));
+  float *x = a.optF32("x", inSize(g)), *filter = a.f32("filter", filterSize(g)), *y = a.f32("y", outSize(g));
   uint16_t *xb = a.optU16("xBf16", inSize(g));
   ConvFwd &c = getFwd(g);
+  needF32(a, "x", x, xb, c.srcBf16);
   auto &s = cpuStream();
   if (c.viaBackwardData) {
     // hwio [kh][kw][i][o] -> [KH-1-kh][KW-1-kw][o][i]: the backward data's filter.
@@ -484,20 +492,16 @@ Napi::Value ConvForward(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
-// dy may be left out when the pass reads the caller's bf16 copy instead (convImplInfo's
-// takesBf16 says which passes do): the batch-norm backward then skips writing it in f32.
-void needDy(const Args &a, const float *dy, const uint16_t *dyb, const Bf16Input &in) {
-  if (!dy && !(dyb && in.usable)) a.fail("needs dy: this pass reads it in f32, not its bf16 copy");
-}
 
-// convBackwardData({ dy?, filter, dx, geometry, layout?, dyBf16? }): dx = d(loss)/dx
+// convBackwardData({ dy?, filter, dx, geometry, layout?, dyBf16? }): dx = d(loss)/dx (dy:
+// see needF32)
 Napi::Value ConvBackwardData(const Napi::CallbackInfo &info) {
   const Args a(info, "convBackwardData");
   const Geom g = readGeom(a);
   float *dy = a.optF32("dy", outSize(g)), *filter = a.f32("filter", filterSize(g)), *dx = a.f32("dx", inSize(g));
   uint16_t *dyb = a.optU16("dyBf16", outSize(g));
   ConvBwdData &c = getBwdData(g);
-  needDy(a, dy, dyb, c.diffDstBf16);
+  needF32(a, "dy", dy, dyb, c.diffDstBf16);
   auto &s = cpuStream();
   c.diffDst.bind(dy);
   c.w.bind(filter);
@@ -513,15 +517,16 @@ Napi::Value ConvBackwardData(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
-// convBackwardWeights({ x, dy?, dfilter, geometry, layout?, xBf16?, dyBf16? }):
-// dfilter = d(loss)/dfilter, hwio (dy: as in convBackwardData)
+// convBackwardWeights({ x?, dy?, dfilter, geometry, layout?, xBf16?, dyBf16? }):
+// dfilter = d(loss)/dfilter, hwio (x, dy: see needF32)
 Napi::Value ConvBackwardWeights(const Napi::CallbackInfo &info) {
   const Args a(info, "convBackwardWeights");
   const Geom g = readGeom(a);
-  float *x = a.f32("x", inSize(g)), *dy = a.optF32("dy", outSize(g)), *df = a.f32("dfilter", filterSize(g));
+  float *x = a.optF32("x", inSize(g)), *dy = a.optF32("dy", outSize(g)), *df = a.f32("dfilter", filterSize(g));
   uint16_t *xb = a.optU16("xBf16", inSize(g)), *dyb = a.optU16("dyBf16", outSize(g));
   ConvBwdWeights &c = getBwdWeights(g);
-  needDy(a, dy, dyb, c.diffDstBf16);
+  needF32(a, "x", x, xb, c.srcBf16);
+  needF32(a, "dy", dy, dyb, c.diffDstBf16);
   auto &s = cpuStream();
   c.src.bind(x);
   c.diffDst.bind(dy);

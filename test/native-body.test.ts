@@ -113,14 +113,20 @@ describe('native body kernel', { skip: skipReason }, () => {
     for (const [label, cfg] of nets) {
       const skip = precision === 'bf16' && !bf16Cpu && 'this CPU has no AVX512-BF16 or AMX';
       it(`${label} in ${precision}: bit-identical to the unit-by-unit path`, { skip }, async () => {
-        // Count the batch-norm backward calls that write their gradient in bf16 only (the
-        // convs before read only that copy): stage 1 and 2 in bf16 mode, none in fp32.
+        // Count the batch-norm calls that write their output in bf16 only (every reader
+        // takes that copy): in bf16 mode the gradients and inner activations of stages 1
+        // and 2, none in fp32.
         const addon = loadAddon();
-        const original = addon.bnTrainBackward;
+        const [forward, backward] = [addon.bnTrainForward, addon.bnTrainBackward];
         let bf16Only = 0;
+        let yBf16Only = 0;
+        addon.bnTrainForward = (a) => {
+          if (!a.y) yBf16Only++;
+          forward(a);
+        };
         addon.bnTrainBackward = (a) => {
           if (!a.dx) bf16Only++;
-          original(a);
+          backward(a);
         };
         await nativeEngine.loadNativeEngine(2, precision);
         try {
@@ -128,11 +134,15 @@ describe('native body kernel', { skip: skipReason }, () => {
             assertSame(await pass(cfg, true, batch), await pass(cfg, false, batch), `${label} batch ${batch}`);
           }
         } finally {
-          addon.bnTrainBackward = original;
+          [addon.bnTrainForward, addon.bnTrainBackward] = [forward, backward];
           await nativeEngine.loadNativeEngine(2);
         }
-        if (precision === 'fp32') assert.equal(bf16Only, 0);
-        else assert.ok(bf16Only >= 2 * 4, `${bf16Only} batch-norm backwards wrote dx in bf16 only`);
+        if (precision === 'fp32') assert.deepEqual([bf16Only, yBf16Only], [0, 0]);
+        else {
+          // Per batch size, at least the two stage-1 blocks' units and inner activations.
+          assert.ok(bf16Only >= 2 * 4, `${bf16Only} batch-norm backwards wrote dx in bf16 only`);
+          assert.ok(yBf16Only >= 2 * 2, `${yBf16Only} batch-norm forwards wrote y in bf16 only`);
+        }
       });
     }
   }

@@ -792,7 +792,7 @@ describe('native bf16 convolutions', { skip: skipReason || (!bf16Cpu && 'this CP
     }
   });
 
-  it('writes an incoming gradient only in bf16 where both backward passes read only that copy, with the same bits', async () => {
+  it('writes an activation or gradient only in bf16 where every reader takes that copy, with the same bits', async () => {
     const addon = loadAddon();
     // Batch 8 of stage 1 (32x32x16): 131072 values, enough for both threads.
     const geometry = (c: number, hw: number) => ({
@@ -815,22 +815,28 @@ describe('native bf16 convolutions', { skip: skipReason || (!bf16Cpu && 'this CP
     const stage1 = geometry(16, 32);
     const stage3 = geometry(64, 8); // f32 backward weights in bf16 mode (native/conv.cc, bf16Pays)
     const n = 8 * 32 * 32 * 16;
-    const bn = (dx: Float32Array | undefined, dxBf16: Uint16Array | undefined) =>
+    const rows = { rows: n / 16, channels: 16, epsilon: 1e-5, relu: true };
+    const [gamma, beta] = [rand(16, 5), rand(16, 6)];
+    const z = rand(n, 3);
+    const stats = { mean: new Float32Array(16), variance: new Float32Array(16) };
+    const forward = (y: Float32Array | undefined, yBf16: Uint16Array | undefined) =>
+      addon.bnTrainForward({ x: z, gamma, beta, y, ...stats, ...rows, yBf16 });
+    const backward = (
+      y: { y?: Float32Array; yBf16?: Uint16Array },
+      dx: Float32Array | undefined,
+      dxBf16: Uint16Array | undefined,
+    ) =>
       addon.bnTrainBackward({
         dy: rand(n, 1),
         dyAdd: rand(n, 2),
-        x: rand(n, 3),
-        y: rand(n, 4),
-        gamma: rand(16, 5),
-        mean: rand(16, 6).map((v) => v * 0.1),
-        variance: rand(16, 7).map((v) => 1 + v * 0.5),
+        x: z,
+        ...y,
+        gamma,
+        ...stats,
         dx,
         dgamma: new Float32Array(16),
         dbeta: new Float32Array(16),
-        rows: n / 16,
-        channels: 16,
-        epsilon: 1e-5,
-        relu: true,
+        ...rows,
         dxBf16,
       });
     await native().loadNativeEngine(2, 'bf16');
@@ -842,29 +848,52 @@ describe('native bf16 convolutions', { skip: skipReason || (!bf16Cpu && 'this CP
         backwardWeightsX: true,
       });
       assert.equal(addon.convImplInfo({ geometry: stage3 }).takesBf16.backwardWeightsDy, false);
-      const dx = new Float32Array(n);
-      const both = new Uint16Array(n);
-      const alone = new Uint16Array(n).fill(0xffff);
-      bn(dx, both);
-      bn(undefined, alone);
-      assert.deepEqual(alone, both, 'dxBf16 without dx');
-      assert.ok(both.some((v) => v !== 0));
+
+      // Batch norm forward: y in bf16 alone, the same bits as beside y.
+      const y = new Float32Array(n);
+      const yBf16 = new Uint16Array(n);
+      const yAlone = new Uint16Array(n).fill(0xffff);
+      forward(y, yBf16);
+      forward(undefined, yAlone);
+      assert.deepEqual(yAlone, yBf16, 'yBf16 without y');
+      const zeros = y.filter((v) => v === 0).length;
+      assert.ok(zeros > n / 5 && zeros < n - n / 5, `${zeros} of ${n} outputs are 0 after the ReLU`);
       assert.throws(
-        () => bn(undefined, undefined),
+        () => forward(undefined, undefined),
+        /^Error: resnet_native: bnTrainForward: needs y, yBf16 or both$/,
+      );
+
+      // Batch norm backward: dx in bf16 alone, and the ReLU mask from the bf16 copy of y.
+      const dx = new Float32Array(n);
+      const dxBf16 = new Uint16Array(n);
+      backward({ y }, dx, dxBf16);
+      for (const [what, from, alone] of [
+        ['dxBf16 without dx', { y }, new Uint16Array(n).fill(0xffff)],
+        ['dxBf16 with the mask from yBf16', { yBf16 }, new Uint16Array(n).fill(0xffff)],
+      ] as const) {
+        backward(from, undefined, alone);
+        assert.deepEqual(alone, dxBf16, what);
+      }
+      const dx16 = new Float32Array(n);
+      backward({ yBf16 }, dx16, undefined);
+      assert.deepEqual(dx16, dx, 'dx with the mask from yBf16');
+      assert.throws(
+        () => backward({ y }, undefined, undefined),
         /^Error: resnet_native: bnTrainBackward: needs dx, dxBf16 or both$/,
       );
 
-      // The convolutions read the copy alone and give the same bits as with dy beside it.
+      // The convolutions read the copies alone and give the same bits as with x and dy beside them.
       const filter = rand(9 * 16 * 16, 8);
-      const x = rand(n, 9);
-      const run = (dy: Float32Array | undefined) => {
-        const dxOut = new Float32Array(n);
-        const dfilter = new Float32Array(9 * 16 * 16);
-        addon.convBackwardData({ dy, dyBf16: both, filter, dx: dxOut, geometry: stage1 });
-        addon.convBackwardWeights({ x, dy, dyBf16: both, dfilter, geometry: stage1 });
-        return [dxOut, dfilter];
+      const run = (f32: boolean) => {
+        const out = [new Float32Array(n), new Float32Array(n), new Float32Array(9 * 16 * 16)];
+        const x = f32 ? y : undefined;
+        const dy = f32 ? dx : undefined;
+        addon.convForward({ x, xBf16: yBf16, filter, y: out[0], geometry: stage1 });
+        addon.convBackwardData({ dy, dyBf16: dxBf16, filter, dx: out[1], geometry: stage1 });
+        addon.convBackwardWeights({ x, dy, xBf16: yBf16, dyBf16: dxBf16, dfilter: out[2], geometry: stage1 });
+        return out;
       };
-      assert.deepEqual(run(undefined), run(dx));
+      assert.deepEqual(run(false), run(true));
       // Where a pass reads dy in f32, leaving it out is an error, not garbage read.
       const m = 8 * 8 * 8 * 64;
       assert.throws(
@@ -882,6 +911,16 @@ describe('native bf16 convolutions', { skip: skipReason || (!bf16Cpu && 'this CP
     }
     const f32 = addon.convImplInfo({ geometry: stage1 }).takesBf16;
     assert.deepEqual(Object.values(f32), [false, false, false, false], 'fp32 mode takes bf16 copies');
+    assert.throws(
+      () =>
+        addon.convForward({
+          xBf16: new Uint16Array(n),
+          filter: rand(9 * 16 * 16, 8),
+          y: new Float32Array(n),
+          geometry: stage1,
+        }),
+      /^Error: resnet_native: convForward: needs x: this pass reads it in f32, not its bf16 copy$/,
+    );
   });
 
   it('is deterministic in bf16 too: the same steps give bit-identical losses', async () => {

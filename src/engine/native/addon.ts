@@ -15,7 +15,8 @@ export interface NativeAddon {
   // Arrays are written in place; optional bf16 arrays are inputs already converted (used
   // when the conv multiplies in bf16) or extra outputs in bf16 for the next conv.
   convForward(a: {
-    x: Float32Array;
+    /** may be left out when this pass reads xBf16 instead (convImplInfo's takesBf16) */
+    x?: Float32Array;
     filter: Float32Array;
     y: Float32Array;
     geometry: ConvGeometry;
@@ -32,8 +33,8 @@ export interface NativeAddon {
     dyBf16?: Bf16;
   }): void;
   convBackwardWeights(a: {
-    x: Float32Array;
-    /** as in convBackwardData */
+    /** x and dy: as in convForward and convBackwardData */
+    x?: Float32Array;
     dy?: Float32Array;
     dfilter: Float32Array;
     geometry: ConvGeometry;
@@ -55,7 +56,8 @@ export interface NativeAddon {
     x: Float32Array;
     gamma: Float32Array;
     beta: Float32Array;
-    y: Float32Array;
+    /** may be left out when yBf16 is given: then y is written in bf16 only */
+    y?: Float32Array;
     mean: Float32Array;
     variance: Float32Array;
     rows: number;
@@ -76,8 +78,10 @@ export interface NativeAddon {
     /** a second incoming gradient, added to dy as it is read */
     dyAdd?: Float32Array | null;
     x: Float32Array;
-    /** the forward's output; needed only with relu */
-    y: Float32Array | null;
+    /** the forward's output; needed only with relu, and then replaceable by yBf16 */
+    y?: Float32Array | null;
+    /** the forward's bf16 copy of y (nhwc only): the ReLU mask's source when y is left out */
+    yBf16?: Bf16;
     gamma: Float32Array;
     mean: Float32Array;
     variance: Float32Array;

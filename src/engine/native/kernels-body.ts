@@ -24,7 +24,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 
 import { BODY_SHORTCUTS, BODY_TRAIN_KERNEL, type BodyShortcut } from '../ops';
-import type { ConvGeometry, Layout } from './addon';
+import type { ConvGeometry, Layout, NativeAddon } from './addon';
 import type { NativeBackend } from './backend';
 import { conv2dGeometry } from './kernels-conv';
 import { addon, alloc, allF32, bf16CopyFor, bf16CopyOf, f32, need, output, size } from './util';
@@ -59,6 +59,11 @@ interface BodyState {
   epsilon: number;
   /** Scratch arrays to hand back to the pool (everything but the output). */
   scratch: Float32Array[];
+  /**
+   * Activations written in bf16 only (bf16 mode: a block's inner activation when every
+   * reader takes its bf16 copy); the f32 array is unwritten and only keys the copy.
+   */
+  bf16Only: Set<Float32Array>;
   released: boolean;
 }
 
@@ -97,6 +102,24 @@ function toLayout(b: NativeBackend, a: Float32Array, shape: number[], from: Layo
   return dst;
 }
 
+/**
+ * Which of a conv's inputs its passes read from the caller's bf16 copy (bf16 mode only: asked
+ * of the addon once per geometry, as its kernel choices are fixed for the process).
+ */
+const takesBf16Cache = new Map<string, TakesBf16>();
+type TakesBf16 = ReturnType<NativeAddon['convImplInfo']>['takesBf16'];
+function takesBf16(geometry: ConvGeometry): TakesBf16 {
+  const key = JSON.stringify(geometry);
+  let t = takesBf16Cache.get(key);
+  if (!t) takesBf16Cache.set(key, (t = addon().convImplInfo({ geometry }).takesBf16));
+  return t;
+}
+
+/** The f32 array to hand a kernel for activation a, or undefined if it holds no values. */
+function f32Of(st: BodyState, a: Float32Array): Float32Array | undefined {
+  return st.bf16Only.has(a) ? undefined : a;
+}
+
 const bodyForward: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const b = backend as NativeBackend;
   const { strides, shortcuts, epsilon } = readAttrs(attrs!);
@@ -105,7 +128,7 @@ const bodyForward: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   if (!allF32(b, x, ...params.flat())) throw new Error(`${BODY_TRAIN_KERNEL}: needs float32 tensors`);
   const blocked = bodyLayout.f32 === 'nChw16c' && !b.writeBf16Copies && params.every(([w]) => w.shape[3] % 16 === 0);
   const layout: Layout = blocked ? 'nChw16c' : 'nhwc';
-  const st: BodyState = { units: [], layout, shortcuts, epsilon, scratch: [], released: false };
+  const st: BodyState = { units: [], layout, shortcuts, epsilon, scratch: [], bf16Only: new Set(), released: false };
   const statsOut: tf.TensorInfo[] = [];
 
   // conv -> BN (-> + residual) -> ReLU, as batchNormTrain / batchNormAddRelu over conv2d.
@@ -118,8 +141,24 @@ const bodyForward: tf.KernelFunc = ({ inputs, backend, attrs }) => {
     const z = alloc(b, n);
     // (The stem's 16-channel output is the same bytes in either layout.)
     const convLayout: Layout = i === 0 ? 'nhwc' : layout;
-    addon().convForward({ x: input, filter: wv, y: z, geometry, layout: convLayout, xBf16: bf16CopyOf(b, input) });
+    addon().convForward({
+      x: f32Of(st, input),
+      filter: wv,
+      y: z,
+      geometry,
+      layout: convLayout,
+      xBf16: bf16CopyOf(b, input),
+    });
     const y = alloc(b, n);
+    const yBf16 = bf16CopyFor(b, y);
+    // A block's inner activation (units 1, 3, ...) is read by the block's second conv
+    // (forward and weight gradient) and by its own ReLU mask, which bnTrainBackward can take
+    // from the copy too.
+    if (yBf16 && i % 2 === 1) {
+      const next = conv2dGeometry(outShape, params[i + 1][0].shape, strides[i + 1]);
+      const takes = takesBf16(next);
+      if (takes.forwardX && takes.backwardWeightsX) st.bf16Only.add(y);
+    }
     const channels = geometry.outChannels;
     // Not pool storage: the backward pass reads them after the stats tensors may be gone.
     const mean = new Float32Array(channels);
@@ -129,7 +168,7 @@ const bodyForward: tf.KernelFunc = ({ inputs, backend, attrs }) => {
       x: z,
       gamma: gammaV,
       beta: f32(b, beta),
-      y,
+      y: f32Of(st, y),
       mean,
       variance,
       rows: n / channels,
@@ -137,7 +176,7 @@ const bodyForward: tf.KernelFunc = ({ inputs, backend, attrs }) => {
       epsilon,
       relu: true,
       residual,
-      yBf16: bf16CopyFor(b, y),
+      yBf16,
       layout,
       imageSize: outShape[1] * outShape[2],
     });
@@ -194,23 +233,6 @@ const bodyForward: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   return [output(b, h.shape, out), ...statsOut];
 };
 
-/**
- * Whether a conv's backward passes (backward data only if needDx) read their incoming
- * gradient only from its bf16 copy: asked of the addon once per geometry (bf16 mode only,
- * whose kernel choices are fixed for the process).
- */
-const dyBf16Only = new Map<string, boolean>();
-function readsDyBf16Only(geometry: ConvGeometry, needDx: boolean): boolean {
-  const key = `${JSON.stringify(geometry)} ${needDx}`;
-  let only = dyBf16Only.get(key);
-  if (only === undefined) {
-    const t = addon().convImplInfo({ geometry }).takesBf16;
-    only = t.backwardWeightsDy && (!needDx || t.backwardDataDy);
-    dyBf16Only.set(key, only);
-  }
-  return only;
-}
-
 const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
   const b = backend as NativeBackend;
   const [dy, h] = need(inputs, 'dy', 'h');
@@ -230,7 +252,8 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
     // passes read only its bf16 copy, the f32 array is never written (it only keys the copy).
     const dz = alloc(b, n);
     const dzBf16 = bf16CopyFor(b, dz);
-    const dzF32 = dzBf16 === null || !readsDyBf16Only(u.geometry, needDx) ? dz : undefined;
+    const takes = dzBf16 && takesBf16(u.geometry);
+    const dzF32 = takes && takes.backwardWeightsDy && (!needDx || takes.backwardDataDy) ? undefined : dz;
     const dgamma = alloc(b, channels);
     const dbeta = alloc(b, channels);
     const masked = emit ? alloc(b, n) : null;
@@ -238,7 +261,8 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
       dy: g,
       dyAdd: gAdd,
       x: u.z,
-      y: u.y,
+      y: f32Of(st, u.y),
+      yBf16: f32Of(st, u.y) ? null : bf16CopyOf(b, u.y),
       gamma: u.gamma,
       mean: u.mean,
       variance: u.variance,
@@ -262,7 +286,7 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
     }
     const dw = alloc(b, size(u.wShape));
     addon().convBackwardWeights({
-      x: u.input,
+      x: f32Of(st, u.input),
       dfilter: dw,
       geometry,
       layout,
