@@ -10,7 +10,7 @@ import { describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 
-import { loadAddon } from '../src/engine/native/addon';
+import { type ConvGeometry, loadAddon } from '../src/engine/native/addon';
 import * as nativeEngine from '../src/engine/native';
 import { convImplementations } from '../src/engine/native/kernels-conv';
 import { addRelu, batchNormAddRelu, batchNormInfer, batchNormTrain, conv2d, shortcutA } from '../src/engine/ops';
@@ -77,6 +77,23 @@ async function agree(label: string, f: () => tf.Tensor[], tol = 1e-4): Promise<v
     }
     assert.ok(worst <= tol * scale, `${label}[${i}]: max |native - cpu| = ${worst} > ${tol} * ${scale}`);
   });
+}
+
+/** The geometry of a 3x3 stride-1 conv with padding 1 and as many channels out as in. */
+function same3x3(batch: number, hw: number, channels: number): ConvGeometry {
+  const map = { inHeight: hw, inWidth: hw, outHeight: hw, outWidth: hw };
+  const pad = { padTop: 1, padLeft: 1, padBottom: 1, padRight: 1 };
+  return {
+    batch,
+    ...map,
+    inChannels: channels,
+    outChannels: channels,
+    filterHeight: 3,
+    filterWidth: 3,
+    strideHeight: 1,
+    strideWidth: 1,
+    ...pad,
+  };
 }
 
 /** Value and gradients of sum(f(xs) * r) for a fixed random r, w.r.t. every x. */
@@ -583,22 +600,8 @@ describe('native engine behaviour', { skip: skipReason }, () => {
       [{ op: 'pow', a: x, b: x, out, shape: Int32Array.of(4), aStrides: one, bStrides: one }],
       'binary: unknown op "pow"',
     );
-    const geometry = {
-      batch: 1,
-      inHeight: 4,
-      inWidth: 4,
-      inChannels: 1,
-      outHeight: 4,
-      outWidth: 4,
-      outChannels: 1,
-      filterHeight: 3,
-      filterWidth: 3,
-      strideHeight: 1,
-      strideWidth: 1,
-      padTop: 1,
-      padLeft: 1,
-      padBottom: 1,
-    };
+    const geometry: Partial<ConvGeometry> = same3x3(1, 4, 1);
+    delete geometry.padRight; // the first error below
     const [img, filter, y] = [new Float32Array(16), new Float32Array(9), new Float32Array(16)];
     fails('convForward', [{ x: img, filter, y, geometry }], 'convForward geometry: padRight must be a number');
     fails(
@@ -795,25 +798,8 @@ describe('native bf16 convolutions', { skip: skipReason || (!bf16Cpu && 'this CP
   it('writes an activation or gradient only in bf16 where every reader takes that copy, with the same bits', async () => {
     const addon = loadAddon();
     // Batch 8 of stage 1 (32x32x16): 131072 values, enough for both threads.
-    const geometry = (c: number, hw: number) => ({
-      batch: 8,
-      inHeight: hw,
-      inWidth: hw,
-      inChannels: c,
-      outHeight: hw,
-      outWidth: hw,
-      outChannels: c,
-      filterHeight: 3,
-      filterWidth: 3,
-      strideHeight: 1,
-      strideWidth: 1,
-      padTop: 1,
-      padLeft: 1,
-      padBottom: 1,
-      padRight: 1,
-    });
-    const stage1 = geometry(16, 32);
-    const stage3 = geometry(64, 8); // f32 backward weights in bf16 mode (native/conv.cc, bf16Pays)
+    const stage1 = same3x3(8, 32, 16);
+    const stage3 = same3x3(8, 8, 64); // f32 backward weights in bf16 mode (native/conv.cc, bf16Pays)
     const n = 8 * 32 * 32 * 16;
     const rows = { rows: n / 16, channels: 16, epsilon: 1e-5, relu: true };
     const [gamma, beta] = [rand(16, 5), rand(16, 6)];
