@@ -191,7 +191,9 @@ void affineT(const float *x, const float *scale, const float *shift, const float
       },
       // (bf16 copies are NHWC only: readBf16Out refuses them with nChw16c.)
       [&](int64_t r0, int64_t r1) {
-        if constexpr (BF16 && !BLOCKED) toBf16(y ? y + r0 * C : stepBuffer(kCopyRows * C), yb + r0 * C, (r1 - r0) * C);
+        if constexpr (BF16 && !BLOCKED) {
+          toBf16(y ? y + r0 * C : stepBuffer(kCopyRows * C), yb + r0 * C, (r1 - r0) * C);
+        }
       });
 }
 
@@ -317,9 +319,8 @@ inline bool positive(const float *y, const uint16_t *yb, int64_t i) {
 
 template <bool RELU, bool EMIT, bool BF16, bool BLOCKED, bool ADD, bool Y16, typename Wd>
 void bnBackwardPasses(const float *dy, const float *dyAdd, const float *x, const float *y, const uint16_t *yb,
-                      const float *mean,
-                      int64_t M, Wd width, const Layout &l, int nt, std::vector<double> &partials,
-                      std::vector<double> &sg, std::vector<double> &sgx,
+                      const float *mean, int64_t M, Wd width, const Layout &l, int nt,
+                      std::vector<double> &partials, std::vector<double> &sg, std::vector<double> &sgx,
                       const std::function<void(std::vector<float> &, std::vector<float> &,
                                                std::vector<float> &)> &fold,
                       float *dx, float *gOut, uint16_t *dxb) {
@@ -372,7 +373,9 @@ void bnBackwardPasses(const float *dy, const float *dyAdd, const float *x, const
         }
       },
       [&](int64_t r0, int64_t r1) {
-        if constexpr (BF16 && !BLOCKED) toBf16(dx ? dx + r0 * C : stepBuffer(kCopyRows * C), dxb + r0 * C, (r1 - r0) * C);
+        if constexpr (BF16 && !BLOCKED) {
+          toBf16(dx ? dx + r0 * C : stepBuffer(kCopyRows * C), dxb + r0 * C, (r1 - r0) * C);
+        }
       });
 }
 
@@ -433,9 +436,9 @@ Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
           withFlag(l.blocked, [&](auto L) {
             withFlag(dyAdd != nullptr, [&](auto A) {
               withFlag(y16, [&](auto Y) {
-                bnBackwardPasses<decltype(R)::value, decltype(E)::value, decltype(B)::value, decltype(L)::value,
-                                 decltype(A)::value, decltype(Y)::value>(dy, dyAdd, x, y, yb, mean, M, w, l, nt,
-                                                                         partials, sg, sgx, fold, dx, g, dxb);
+                bnBackwardPasses<decltype(R)::value, decltype(E)::value, decltype(B)::value,
+                                 decltype(L)::value, decltype(A)::value, decltype(Y)::value>(
+                    dy, dyAdd, x, y, yb, mean, M, w, l, nt, partials, sg, sgx, fold, dx, g, dxb);
               });
             });
           });

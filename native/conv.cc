@@ -453,7 +453,9 @@ ConvBwdWeights &getBwdWeights(const Geom &g) { return cached(g, makeBwdWeights);
 // (convImplInfo's takesBf16 says which passes do): the batch-norm kernel that wrote the
 // copy then skips writing the f32 tensor. Anywhere else leaving it out is an error.
 void needF32(const Args &a, const char *key, const float *p, const uint16_t *copy, const Bf16Input &in) {
-  if (!p && !(copy && in.usable)) a.fail(std::string("needs ") + key + ": this pass reads it in f32, not its bf16 copy");
+  if (!p && !(copy && in.usable)) {
+    a.fail(std::string("needs ") + key + ": this pass reads it in f32, not its bf16 copy");
+  }
 }
 
 // convForward({ x?, filter, y, geometry, layout?, xBf16? }): y = conv(x, filter); layout:
@@ -492,13 +494,13 @@ Napi::Value ConvForward(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
-
 // convBackwardData({ dy?, filter, dx, geometry, layout?, dyBf16? }): dx = d(loss)/dx (dy:
 // see needF32)
 Napi::Value ConvBackwardData(const Napi::CallbackInfo &info) {
   const Args a(info, "convBackwardData");
   const Geom g = readGeom(a);
-  float *dy = a.optF32("dy", outSize(g)), *filter = a.f32("filter", filterSize(g)), *dx = a.f32("dx", inSize(g));
+  float *dy = a.optF32("dy", outSize(g)), *filter = a.f32("filter", filterSize(g));
+  float *dx = a.f32("dx", inSize(g));
   uint16_t *dyb = a.optU16("dyBf16", outSize(g));
   ConvBwdData &c = getBwdData(g);
   needF32(a, "dy", dy, dyb, c.diffDstBf16);
@@ -522,7 +524,8 @@ Napi::Value ConvBackwardData(const Napi::CallbackInfo &info) {
 Napi::Value ConvBackwardWeights(const Napi::CallbackInfo &info) {
   const Args a(info, "convBackwardWeights");
   const Geom g = readGeom(a);
-  float *x = a.optF32("x", inSize(g)), *dy = a.optF32("dy", outSize(g)), *df = a.f32("dfilter", filterSize(g));
+  float *x = a.optF32("x", inSize(g)), *dy = a.optF32("dy", outSize(g));
+  float *df = a.f32("dfilter", filterSize(g));
   uint16_t *xb = a.optU16("xBf16", inSize(g)), *dyb = a.optU16("dyBf16", outSize(g));
   ConvBwdWeights &c = getBwdWeights(g);
   needF32(a, "x", x, xb, c.srcBf16);
