@@ -257,12 +257,13 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
     const dgamma = alloc(b, channels);
     const dbeta = alloc(b, channels);
     const masked = emit ? alloc(b, n) : null;
+    const yF32 = f32Of(st, u.y); // (else the ReLU mask comes from y's bf16 copy)
     addon().bnTrainBackward({
       dy: g,
       dyAdd: gAdd,
       x: u.z,
-      y: f32Of(st, u.y),
-      yBf16: f32Of(st, u.y) ? null : bf16CopyOf(b, u.y),
+      y: yF32,
+      yBf16: yF32 ? null : bf16CopyOf(b, u.y),
       gamma: u.gamma,
       mean: u.mean,
       variance: u.variance,
