@@ -1,22 +1,27 @@
-// The analyses on tiny nets, against direct computations (pure-JS cpu backend).
+// The analyses on tiny nets, against direct computations, on the native engine the
+// analysis commands use by default.
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import { before, describe, it } from 'node:test';
 import { GradientFlow } from '../src/analysis/gradient-flow';
 import { deletableBlocks, isDownsampling, lesionError, lesionStudy } from '../src/analysis/lesion';
 import { computeResponses } from '../src/analysis/responses';
 import type { TrainedRun } from '../src/analysis/trained-run';
 import { IMAGE_BYTES, type Cifar10Split } from '../src/data/cifar10';
+import { ADDON_PATH } from '../src/engine/native/addon';
 import { BN_EPSILON } from '../src/engine/ops';
+import { selectEngine } from '../src/engine/select';
 import { CifarNet, convUnits, shortcutA, type NetConfig } from '../src/model/resnet';
 import { Sgd } from '../src/train/sgd';
 import { trainStep } from '../src/train/step';
 import { initialLoopState, trainLoop, type LoopState } from '../src/train/trainer';
 
+// Native when built (as in CI): tfjs's pure-JavaScript cpu backend gives the same answers
+// but took ~5 minutes for this file on the Xeon (its Conv2DBackpropFilter alone ~5 s a
+// depth-8 step at batch 2).
 before(async () => {
-  tf.env().set('PROD', true);
-  await tf.setBackend('cpu');
+  await selectEngine(fs.existsSync(ADDON_PATH) ? 'native' : 'cpu');
 });
 
 /** Deterministic pseudo-random numbers in [0, 1). */
@@ -260,8 +265,7 @@ describe('gradient flow and clipping', () => {
     const interval = flow.emptyInterval();
     const expected = flow.layers.map(() => 0);
     for (let step = 0; step < 2; step++) {
-      // (batch 2: at batch 4 tfjs's pure-JavaScript kernels took ~20 s a step on the Xeon)
-      const { x, labels } = batch(2, step + 1);
+      const { x, labels } = batch(4, step + 1);
       const own = ownGradients(twin, x, labels);
       flow.layers.forEach((l, i) => (expected[i] += l2(own.get(`${l}/w`) as Float32Array) / 2));
       trainStep(net, sgd, x, labels, 0.1, { processGrads: (g) => flow.process(g, interval) });
@@ -310,8 +314,8 @@ describe('gradient flow across an interrupted loop', () => {
     const batches = [1, 2, 3, 4].map((seed) => {
       const rand = lcg(seed);
       return {
-        x: Float32Array.from({ length: 2 * IMAGE_BYTES }, () => rand() - 0.5),
-        labels: Int32Array.from({ length: 2 }, () => Math.floor(rand() * 10)),
+        x: Float32Array.from({ length: 4 * IMAGE_BYTES }, () => rand() - 0.5),
+        labels: Int32Array.from({ length: 4 }, () => Math.floor(rand() * 10)),
       };
     });
     const schedule = { lr: 0.1, milestones: [100], warmup: false };

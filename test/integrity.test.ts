@@ -1,6 +1,6 @@
 // Issue 9 end to end, on `--engine cpu` so that it holds where the native engine is not
 // built: the folder check happens before training, failures are recorded, resume is exact.
-// Tiny on purpose (tfjs cpu is slow): depth 8, batch 4, 2 iterations, 16-record files; the
+// Tiny on purpose (tfjs cpu is slow): depth 8, batch 2, 2 iterations, 16-record files; the
 // kill -9 resume tests are in cli.test.ts (native engine).
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -25,7 +25,7 @@ const args = (out: string, extra: string[] = []) => [
   '--eval-every',
   '1',
   '--batch',
-  '4',
+  '2',
   '--data-dir',
   data,
   '--records-per-file',
