@@ -909,6 +909,58 @@ describe('native bf16 convolutions', { skip: skipReason || (!bf16Cpu && 'this CP
     );
   });
 
+  it("batch norm backward's masked gradient g, in its own array or written over dy, with the same bits", () => {
+    const addon = loadAddon();
+    // Batch 8 of 16x16x32 (both threads), in both layouts, with and without a second gradient.
+    const n = 8 * 16 * 16 * 32;
+    const common = { rows: n / 32, channels: 32, epsilon: 1e-5, relu: true, imageSize: 256 };
+    const [x, y, dy, dyAdd] = [rand(n, 1), rand(n, 2), rand(n, 3), rand(n, 4)];
+    const [gamma, mean, variance] = [rand(32, 5), rand(32, 6), rand(32, 7).map((v) => v + 1)];
+    for (const layout of ['nhwc', 'nChw16c'] as const) {
+      for (const add of [null, dyAdd]) {
+        const run = (inPlace: boolean) => {
+          const out = {
+            dy: dy.slice(),
+            dx: new Float32Array(n),
+            dgamma: new Float32Array(32),
+            dbeta: new Float32Array(32),
+          };
+          const g = inPlace ? out.dy : new Float32Array(n);
+          addon.bnTrainBackward({ ...common, ...out, dyAdd: add, x, y, gamma, mean, variance, g, layout });
+          return { ...out, g };
+        };
+        const own = run(false);
+        const over = run(true);
+        const what = `${layout}${add ? ' with dyAdd' : ''}`;
+        assert.deepEqual(over.g, own.g, `g over dy, ${what}`);
+        for (const k of ['dx', 'dgamma', 'dbeta'] as const) assert.deepEqual(over[k], own[k], `${k}, ${what}`);
+        // g is (dy [+ dyAdd]) where y > 0, else 0 (the same float addition)
+        const expected = dy.map((v, i) => (y[i] > 0 ? (add ? v + add[i] : v) : 0));
+        assert.deepEqual(own.g, expected, `g, ${what}`);
+        assert.deepEqual(own.dy, dy, 'dy untouched when g has its own array');
+      }
+    }
+    // Any other overlap would read values already overwritten: refused.
+    const shared = new Float32Array(2 * n);
+    assert.throws(
+      () =>
+        addon.bnTrainBackward({
+          ...common,
+          dy,
+          x: shared.subarray(0, n),
+          y,
+          gamma,
+          mean,
+          variance,
+          dx: new Float32Array(n),
+          dgamma: new Float32Array(32),
+          dbeta: new Float32Array(32),
+          g: shared.subarray(n / 2, n / 2 + n),
+        }),
+      /^Error: resnet_native: bnTrainBackward: g must be dy itself or an array of its own$/,
+    );
+  });
+
   it('is deterministic in bf16 too: the same steps give bit-identical losses', async () => {
     const a = await smallTraining(3, 'bf16');
     const b = await smallTraining(3, 'bf16');

@@ -242,9 +242,18 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
 
   // BN (-> + residual) -> ReLU backward, then the conv's weight gradient and, unless this
   // is the stem, its input gradient. The incoming gradient is g, or g + gAdd (a block
-  // input's: see below). emit: also the masked dy (the residual's gradient).
-  // Each gradient array goes back to the pool as soon as it has been used.
-  const unitBackward = (i: number, g: Float32Array, gAdd: Float32Array | null, emit: boolean, needDx: boolean) => {
+  // input's: see below). emit: also the masked dy (the residual's gradient), written over g
+  // itself when inPlace (g is then handed on as the masked gradient: one array fewer to
+  // write, see bnTrainBackward). Each gradient array goes back to the pool as soon as it
+  // has been used.
+  const unitBackward = (
+    i: number,
+    g: Float32Array,
+    gAdd: Float32Array | null,
+    emit: boolean,
+    needDx: boolean,
+    inPlace = false,
+  ) => {
     const u = st.units[i];
     const n = size(u.outShape);
     const channels = u.outShape[3];
@@ -256,7 +265,7 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
     const dzF32 = takes && takes.backwardWeightsDy && (!needDx || takes.backwardDataDy) ? undefined : dz;
     const dgamma = alloc(b, channels);
     const dbeta = alloc(b, channels);
-    const masked = emit ? alloc(b, n) : null;
+    const masked = emit ? (inPlace ? g : alloc(b, n)) : null;
     const yF32 = f32Of(st, u.y); // (else the ReLU mask comes from y's bf16 copy)
     addon().bnTrainBackward({
       dy: g,
@@ -311,8 +320,10 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
   let gAdd: Float32Array | null = null;
   for (let k = st.shortcuts.length - 1; k >= 0; k--) {
     const shortcut = st.shortcuts[k];
-    const second = unitBackward(2 + 2 * k, g, gAdd, shortcut !== 'none', true);
-    done(g);
+    // (g is ours to overwrite unless it is the incoming gradient tensor's own storage.)
+    const inPlace = shortcut !== 'none' && g !== dyOut;
+    const second = unitBackward(2 + 2 * k, g, gAdd, shortcut !== 'none', true, inPlace);
+    if (!inPlace) done(g);
     if (gAdd) done(gAdd);
     const first = unitBackward(1 + 2 * k, second.dx!, null, false, true);
     done(second.dx!);
