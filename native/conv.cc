@@ -158,6 +158,31 @@ dnnl::convolution_forward::primitive_desc forwardPd(const Descs &d, const Plan &
   return pd;
 }
 
+// The CPUs three kernel rules were measured on (the two forward rules below and the
+// layout of stage 1's backward weights in makeBwdWeights): AMD with AVX-512 (oneDNN's
+// avx512_core kernels). Fixed for the process.
+bool amdAvx512() {
+  static const bool yes = [] {
+    __builtin_cpu_init();
+    const auto bits = static_cast<unsigned>(dnnl::cpu_isa::avx512_core);
+    return __builtin_cpu_is("amd") && (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) & bits) == bits;
+  }();
+  return yes;
+}
+
+// A CPU whose only bf16 arithmetic is AVX512-BF16's dot product, without AMX, and not AMD:
+// Intel's Cooper Lake, or an AMX Xeon with AMX masked (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16).
+// There oneDNN 2.6's bf16 convolutions take longer than its f32 ones (see bf16Pays).
+bool bf16WithoutAmxIntel() {
+  static const bool yes = [] {
+    const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+    const auto bf16 = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_bf16);
+    const auto amx = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_amx);
+    return (isa & bf16) == bf16 && (isa & amx) != amx && !amdAvx512();
+  }();
+  return yes;
+}
+
 // --precision bf16 (setConvPrecision): the convolutions multiply bf16 copies of their
 // inputs (activations, filters, incoming gradients) and accumulate and write f32, so the
 // rest of the step -- batch norm, the loss, the f32 master weights and SGD -- is unchanged.
@@ -173,11 +198,15 @@ dnnl::convolution_forward::primitive_desc forwardPd(const Descs &d, const Plan &
 // ms; Zen 5: even with the f32 Winograd kernel), on the two stride-2 convs (Zen 5: 1.5-1.9
 // vs 0.9-1.3 ms) and on the 3-channel stem, so those passes stay f32 -- a fixed rule of
 // the geometry, like the Winograd one. So does any geometry whose bf16 forward kernel
-// would be oneDNN's slow reference code.
+// would be oneDNN's slow reference code. On an Intel CPU without AMX (bf16WithoutAmxIntel)
+// every bf16 pass is slower than f32 (ResNet-20 step at batch 128, AMX Xeon with AMX masked,
+// ms: forward 105-111 vs 61-72, backward data 93-99 vs 59-64, backward weights 95 vs 68-74),
+// so there all weight gradients stay f32 (95 -> 68-72 ms); forward and backward data are
+// what --precision bf16 means, so they stay bf16 and the engine warns (setConvPrecision).
 bool bf16Pays(const Geom &g, Pass pass) {
   if (!gBf16) return false;
   if (pass == Pass::backwardWeights) {
-    return g[3] >= 16 && g[4] * g[5] >= 16 * 16 && g[9] == 1 && g[10] == 1;
+    return !bf16WithoutAmxIntel() && g[3] >= 16 && g[4] * g[5] >= 16 * 16 && g[9] == 1 && g[10] == 1;
   }
   return true;
 }
@@ -328,18 +357,6 @@ T &cached(const Geom &g, std::unique_ptr<T> (*make)(const Geom &)) {
   auto it = cache.find(g);
   if (it == cache.end()) it = cache.emplace(g, make(g)).first;
   return *it->second;
-}
-
-// The CPUs three kernel rules were measured on (the two forward rules below and the
-// layout of stage 1's backward weights in makeBwdWeights): AMD with AVX-512 (oneDNN's
-// avx512_core kernels). Fixed for the process.
-bool amdAvx512() {
-  static const bool yes = [] {
-    __builtin_cpu_init();
-    const auto bits = static_cast<unsigned>(dnnl::cpu_isa::avx512_core);
-    return __builtin_cpu_is("amd") && (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) & bits) == bits;
-  }();
-  return yes;
 }
 
 // On AMD's AVX-512 CPUs (measured on an EPYC Zen 5) two of oneDNN 2.6's f32 forward
@@ -567,8 +584,14 @@ Napi::Value ConvImplInfo(const Napi::CallbackInfo &info) {
   return o;
 }
 
-// setConvPrecision("fp32" | "bf16"). bf16 needs a CPU with native bf16 arithmetic
-// (AVX512-BF16 or AMX): elsewhere oneDNN would emulate it, slower than f32.
+// What setConvPrecision returns for bf16 on such a CPU (bf16WithoutAmxIntel), for the user.
+constexpr const char *kBf16SlowerNote =
+    "--precision bf16 is slower than fp32 on this CPU (AVX512-BF16 without AMX): oneDNN's bf16 "
+    "convolutions take 1.5-1.8x the f32 time here; use --precision fp32 unless you want bf16's numbers";
+
+// setConvPrecision("fp32" | "bf16") -> a note for the user, or "". bf16 needs a CPU with
+// native bf16 arithmetic (AVX512-BF16 or AMX): elsewhere oneDNN would emulate it, slower
+// than f32.
 Napi::Value SetConvPrecision(const Napi::CallbackInfo &info) {
   if (info.Length() < 1 || !info[0].IsString()) {
     throw std::runtime_error("resnet_native: precision must be a string");
@@ -585,7 +608,7 @@ Napi::Value SetConvPrecision(const Napi::CallbackInfo &info) {
         "neither; use --precision fp32");
   }
   gBf16 = p == "bf16";
-  return info.Env().Undefined();
+  return Napi::String::New(info.Env(), gBf16 && bf16WithoutAmxIntel() ? kBf16SlowerNote : "");
 }
 
 }  // namespace

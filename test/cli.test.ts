@@ -1,5 +1,6 @@
 // End to end, as a user runs it: the built CLI on small synthetic CIFAR-10 files.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
@@ -278,9 +279,9 @@ describe('grid', { skip }, () => {
   });
 });
 
-const bf16Cpu = / (avx512_bf16|amx_bf16) /.test(
-  fs.existsSync('/proc/cpuinfo') ? fs.readFileSync('/proc/cpuinfo', 'utf8') : '',
-);
+const cpuinfo = fs.existsSync('/proc/cpuinfo') ? fs.readFileSync('/proc/cpuinfo', 'utf8') : '';
+const bf16Cpu = / (avx512_bf16|amx_bf16) /.test(cpuinfo);
+const slowerBf16 = /warning: --precision bf16 is slower than fp32 on this CPU/;
 describe('--precision bf16', () => {
   it('needs the native engine: a one-line error with another one', () => {
     oneLineError(
@@ -298,6 +299,8 @@ describe('--precision bf16', () => {
       const r = cli(runArgs(out, ['--precision', 'bf16']));
       assert.equal(r.status, 0, r.stderr);
       assert.match(r.stderr, /engine: native.*--precision bf16/);
+      // (a CPU with AMX, or AMD's AVX512-BF16: bf16 pays, no warning; see the next test)
+      assert.equal(slowerBf16.test(r.stderr), !/ amx_bf16 /.test(cpuinfo) && !/AuthenticAMD/.test(cpuinfo));
       const dir = path.join(out, 'resnet-8-s1-bf16-it12');
       const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')) as {
         precision: string;
@@ -312,6 +315,37 @@ describe('--precision bf16', () => {
       // an fp32 run beside it is a different run, in the usual folder
       assert.equal(cli(runArgs(out)).status, 0);
       assert.ok(fs.existsSync(path.join(out, 'resnet-8-s1-it12', 'summary.json')));
+    },
+  );
+
+  it(
+    'on an Intel CPU without AMX (here: AMX masked) warns that bf16 is slower, and takes weight gradients in f32',
+    { skip: skip || (!/ avx512_bf16 /.test(cpuinfo) && 'this CPU has no AVX512-BF16') },
+    () => {
+      // oneDNN's own switch: its kernels (and our rules, which ask it for the ISA) see a CPU
+      // without AMX. On AMD nothing changes: its AVX512-BF16 kernels pay (native/conv.cc).
+      const env = { ONEDNN_MAX_CPU_ISA: 'AVX512_CORE_BF16' };
+      const intel = /GenuineIntel/.test(cpuinfo);
+      const r = cli(runArgs(path.join(work, 'bf16-no-amx'), ['--precision', 'bf16', '--iterations', '2']), { env });
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stderr, /ISA avx512_core_bf16/);
+      assert.equal(slowerBf16.test(r.stderr), intel, r.stderr);
+      // Stage 1's 3x3 conv: its weight gradient reads the bf16 copies only where they pay.
+      const probe = `const { loadNativeEngine } = require('./src/engine/native/index.ts');
+        const { loadAddon } = require('./src/engine/native/addon.ts');
+        loadNativeEngine(1, 'bf16').then(() => console.log(JSON.stringify(loadAddon().convImplInfo({ geometry: {
+          batch: 8, inHeight: 32, inWidth: 32, inChannels: 16, outHeight: 32, outWidth: 32, outChannels: 16,
+          filterHeight: 3, filterWidth: 3, strideHeight: 1, strideWidth: 1,
+          padTop: 1, padBottom: 1, padLeft: 1, padRight: 1 } }).takesBf16)));`;
+      const p = spawnSync(process.execPath, ['--import', 'tsx', '-e', probe], {
+        cwd: path.resolve(__dirname, '..'),
+        env: { ...process.env, ...env },
+        encoding: 'utf8',
+      });
+      assert.equal(p.status, 0, p.stderr);
+      const takes = JSON.parse(p.stdout) as Record<string, boolean>;
+      assert.equal(takes.forwardX, true);
+      assert.equal(takes.backwardWeightsX, !intel);
     },
   );
 });

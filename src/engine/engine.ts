@@ -23,6 +23,8 @@ export interface Engine {
   threads: number;
   /** Arithmetic of the convolutions (see PRECISIONS). */
   precision: Precision;
+  /** One line the user should read before a long run (e.g. a precision slower on this CPU). */
+  warning?: string;
   /**
    * Optional fused, in-place SGD update of one parameter:
    *   v = momentum * v + (g + weightDecay * w);  w = w - lr * v

@@ -115,6 +115,7 @@ async function train(
   const choice = world.size > 1 && s.engine === 'auto' ? 'native' : s.engine;
   const engine = await selectEngine(choice, threads, s.precision);
   report.log(`engine: ${engine.name}, ${engine.version}, ${engine.threads || 'default'} threads (${engine.reason})`);
+  if (engine.warning) report.log(`warning: ${engine.warning}`);
 
   const net = new CifarNet(s.net, s.seed);
   net.bnShards = bnShards;

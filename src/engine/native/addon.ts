@@ -50,7 +50,8 @@ export interface NativeAddon {
     takesBf16: { forwardX: boolean; backwardDataDy: boolean; backwardWeightsX: boolean; backwardWeightsDy: boolean };
   };
   /** Arithmetic of the convolutions from now on; 'bf16' throws without CPU support. */
-  setConvPrecision(precision: 'fp32' | 'bf16'): void;
+  /** Returns a note for the user when the precision does not pay on this CPU, else ''. */
+  setConvPrecision(precision: 'fp32' | 'bf16'): string;
   /** x, y: [rows, channels]; gamma, beta, mean, variance: [channels]. */
   bnTrainForward(a: {
     x: Float32Array;

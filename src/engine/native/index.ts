@@ -17,7 +17,7 @@ export async function loadNativeEngine(threads?: number, precision: Precision = 
   const n = threads ?? addon.numProcs();
   if (!Number.isInteger(n) || n < 1) throw new Error(`native engine: invalid thread count ${n}`);
   addon.setThreads({ threads: n });
-  addon.setConvPrecision(precision);
+  const warning = addon.setConvPrecision(precision) || undefined;
   registerNativeBackend();
   if (!(await tf.setBackend(NATIVE_BACKEND))) {
     throw new Error('native engine: tf.setBackend("native") failed');
@@ -31,6 +31,7 @@ export async function loadNativeEngine(threads?: number, precision: Precision = 
     version: addon.version(),
     threads: addon.getThreads(),
     precision,
+    warning,
     sgdUpdate(w, g, v, lr, momentum, weightDecay) {
       const backend = tf.backend();
       if (!(backend instanceof NativeBackend)) {
