@@ -423,13 +423,13 @@ Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
   const Layout l = readLayout(a, M, C);
   uint16_t *dxb = readBf16Out(a, "dxBf16", M, C, l);
   if (!dx && !dxb) a.fail("needs dx, dxBf16 or both");
-  if (g && g != dy) {
+  if (g) {
     const auto overlaps = [&](const void *p, int64_t bytes) {
       const char *b = static_cast<const char *>(p), *gb = reinterpret_cast<const char *>(g);
       return p && b < gb + M * C * 4 && gb < b + bytes;
     };
-    if (overlaps(dy, M * C * 4) || overlaps(dyAdd, M * C * 4) || overlaps(x, M * C * 4) || overlaps(y, M * C * 4) ||
-        overlaps(yb, M * C * 2)) {
+    if ((g != dy && overlaps(dy, M * C * 4)) || overlaps(dyAdd, M * C * 4) || overlaps(x, M * C * 4) ||
+        overlaps(y, M * C * 4) || overlaps(yb, M * C * 2) || overlaps(dx, M * C * 4) || overlaps(dxb, M * C * 2)) {
       a.fail("g must be dy itself or an array of its own");
     }
   }

@@ -940,7 +940,25 @@ describe('native bf16 convolutions', { skip: skipReason || (!bf16Cpu && 'this CP
         assert.deepEqual(own.dy, dy, 'dy untouched when g has its own array');
       }
     }
-    // Any other overlap would read values already overwritten: refused.
+    // Any other overlap would read values already overwritten, or overwrite g: refused.
+    const dyItself = dy.slice();
+    assert.throws(
+      () =>
+        addon.bnTrainBackward({
+          ...common,
+          dy: dyItself,
+          x,
+          y,
+          gamma,
+          mean,
+          variance,
+          dx: dyItself,
+          dgamma: new Float32Array(32),
+          dbeta: new Float32Array(32),
+          g: dyItself,
+        }),
+      /g must be dy itself or an array of its own$/,
+    );
     const shared = new Float32Array(2 * n);
     assert.throws(
       () =>
