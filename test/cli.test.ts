@@ -333,10 +333,10 @@ describe('--precision bf16', () => {
       // Stage 1's 3x3 conv: its weight gradient reads the bf16 copies only where they pay.
       const probe = `const { loadNativeEngine } = require('./src/engine/native/index.ts');
         const { loadAddon } = require('./src/engine/native/addon.ts');
-        loadNativeEngine(1, 'bf16').then(() => console.log(JSON.stringify(loadAddon().convImplInfo({ geometry: {
-          batch: 8, inHeight: 32, inWidth: 32, inChannels: 16, outHeight: 32, outWidth: 32, outChannels: 16,
-          filterHeight: 3, filterWidth: 3, strideHeight: 1, strideWidth: 1,
-          padTop: 1, padBottom: 1, padLeft: 1, padRight: 1 } }).takesBf16)));`;
+        const { conv2dGeometry } = require('./src/engine/native/kernels-conv.ts');
+        const geometry = conv2dGeometry([8, 32, 32, 16], [3, 3, 16, 16], 1);
+        loadNativeEngine(1, 'bf16').then(() =>
+          console.log(JSON.stringify(loadAddon().convImplInfo({ geometry }).takesBf16)));`;
       const p = spawnSync(process.execPath, ['--import', 'tsx', '-e', probe], {
         cwd: path.resolve(__dirname, '..'),
         env: { ...process.env, ...env },

@@ -941,42 +941,25 @@ describe('native bf16 convolutions', { skip: skipReason || (!bf16Cpu && 'this CP
       }
     }
     // Any other overlap would read values already overwritten, or overwrite g: refused.
+    const refused = (arrays: { dy: Float32Array; x: Float32Array; dx: Float32Array; g: Float32Array }) =>
+      assert.throws(
+        () =>
+          addon.bnTrainBackward({
+            ...common,
+            ...arrays,
+            y,
+            gamma,
+            mean,
+            variance,
+            dgamma: new Float32Array(32),
+            dbeta: new Float32Array(32),
+          }),
+        /^Error: resnet_native: bnTrainBackward: g must be dy itself or an array of its own$/,
+      );
     const dyItself = dy.slice();
-    assert.throws(
-      () =>
-        addon.bnTrainBackward({
-          ...common,
-          dy: dyItself,
-          x,
-          y,
-          gamma,
-          mean,
-          variance,
-          dx: dyItself,
-          dgamma: new Float32Array(32),
-          dbeta: new Float32Array(32),
-          g: dyItself,
-        }),
-      /g must be dy itself or an array of its own$/,
-    );
+    refused({ dy: dyItself, x, dx: dyItself, g: dyItself });
     const shared = new Float32Array(2 * n);
-    assert.throws(
-      () =>
-        addon.bnTrainBackward({
-          ...common,
-          dy,
-          x: shared.subarray(0, n),
-          y,
-          gamma,
-          mean,
-          variance,
-          dx: new Float32Array(n),
-          dgamma: new Float32Array(32),
-          dbeta: new Float32Array(32),
-          g: shared.subarray(n / 2, n / 2 + n),
-        }),
-      /^Error: resnet_native: bnTrainBackward: g must be dy itself or an array of its own$/,
-    );
+    refused({ dy, x: shared.subarray(0, n), dx: new Float32Array(n), g: shared.subarray(n / 2, n / 2 + n) });
   });
 
   it('is deterministic in bf16 too: the same steps give bit-identical losses', async () => {

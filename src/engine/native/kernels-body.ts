@@ -104,14 +104,14 @@ function toLayout(b: NativeBackend, a: Float32Array, shape: number[], from: Layo
 
 /**
  * Which of a conv's inputs its passes read from the caller's bf16 copy (bf16 mode only: asked
- * of the addon once per geometry, as its kernel choices are fixed for the process).
+ * of the addon once per geometry, as its kernel choices are fixed for the process). Keyed by
+ * the geometry object itself: conv2dGeometry hands out one object per shape.
  */
-const takesBf16Cache = new Map<string, TakesBf16>();
+const takesBf16Cache = new WeakMap<ConvGeometry, TakesBf16>();
 type TakesBf16 = ReturnType<NativeAddon['convImplInfo']>['takesBf16'];
 function takesBf16(geometry: ConvGeometry): TakesBf16 {
-  const key = JSON.stringify(geometry);
-  let t = takesBf16Cache.get(key);
-  if (!t) takesBf16Cache.set(key, (t = addon().convImplInfo({ geometry }).takesBf16));
+  let t = takesBf16Cache.get(geometry);
+  if (!t) takesBf16Cache.set(geometry, (t = addon().convImplInfo({ geometry }).takesBf16));
   return t;
 }
 
@@ -321,8 +321,9 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
   for (let k = st.shortcuts.length - 1; k >= 0; k--) {
     const shortcut = st.shortcuts[k];
     // (g is ours to overwrite unless it is the incoming gradient tensor's own storage.)
-    const inPlace = shortcut !== 'none' && g !== dyOut;
-    const second = unitBackward(2 + 2 * k, g, gAdd, shortcut !== 'none', true, inPlace);
+    const emit = shortcut !== 'none';
+    const inPlace = emit && g !== dyOut;
+    const second = unitBackward(2 + 2 * k, g, gAdd, emit, true, inPlace);
     if (!inPlace) done(g);
     if (gAdd) done(gAdd);
     const first = unitBackward(1 + 2 * k, second.dx!, null, false, true);
