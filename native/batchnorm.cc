@@ -11,6 +11,7 @@
 // a given thread count.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 
 #include "common.h"
@@ -28,6 +29,30 @@ float *stepBuffer(int64_t n) {
   static thread_local std::vector<float> buffer;
   if (int64_t(buffer.size()) < n) buffer.resize(n);
   return buffer.data();
+}
+
+// x[i], or with X16 the bf16 value xb[i] widened to f32 (exact): the convolution's output
+// z written in bf16 by a bf16 convolution (--precision bf16), read by both passes of the
+// forward and both of the backward. 2 bytes instead of 4 per read (see BnTrainForward).
+template <bool X16>
+inline float loadX(const float *x, const uint16_t *xb, int64_t i) {
+  if constexpr (X16) {
+    const uint32_t u = uint32_t(xb[i]) << 16;
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+  } else {
+    return x[i];
+  }
+}
+
+// Calls f(BLOCKED, X16) for the three input forms: nhwc f32, nChw16c f32, nhwc bf16 (bf16
+// arrays are nhwc only, so the fourth is never instantiated).
+template <typename F>
+void withInput(bool blocked, bool x16, F &&f) {
+  if (x16) return f(std::false_type{}, std::true_type{});
+  if (blocked) return f(std::true_type{}, std::false_type{});
+  f(std::false_type{}, std::false_type{});
 }
 
 int teamSize(int64_t elements) { return elements < kParallelMin ? 1 : omp_get_max_threads(); }
@@ -166,9 +191,9 @@ void combine(const std::vector<double> &partials, int nt, int64_t C, std::vector
 
 // y = x * scale[c] + shift[c] (+ res, the residual block's shortcut), optionally clamped at
 // 0; with BF16 also yb = bf16(y), the next convolution's input (see toBf16).
-template <bool RELU, bool RES, bool BF16, bool BLOCKED, typename Wd>
-void affineT(const float *x, const float *scale, const float *shift, const float *res, float *y,
-             uint16_t *yb, int64_t M, Wd width, const Layout &l, int nt) {
+template <bool RELU, bool RES, bool BF16, bool BLOCKED, bool X16, typename Wd>
+void affineT(const float *x, const uint16_t *xb, const float *scale, const float *shift, const float *res,
+             float *y, uint16_t *yb, int64_t M, Wd width, const Layout &l, int nt) {
   const int64_t C = width();
   // Without y (BF16 only, so NHWC): each step's f32 results go to a per-thread buffer, as in
   // the backward's dx.
@@ -178,12 +203,13 @@ void affineT(const float *x, const float *scale, const float *shift, const float
         const float *k = scale + c0, *b = shift + c0;
         float *buffer = y ? nullptr : stepBuffer(kCopyRows * C);
         for (int64_t i = 0; i < rows; ++i) {
-          const float *xr = x + o + i * stride;
+          const float *xr = X16 ? nullptr : x + o + i * stride;
+          const uint16_t *xbr = X16 ? xb + o + i * stride : nullptr;
           const float *rr = RES ? res + o + i * stride : nullptr;
           float *yr = y ? y + o + i * stride : buffer + i * stride;
 #pragma omp simd
           for (int64_t c = 0; c < n; ++c) {
-            float v = xr[c] * k[c] + b[c];
+            float v = loadX<X16>(xr, xbr, c) * k[c] + b[c];
             if constexpr (RES) v += rr[c];
             yr[c] = RELU ? std::max(v, 0.f) : v;
           }
@@ -197,15 +223,16 @@ void affineT(const float *x, const float *scale, const float *shift, const float
       });
 }
 
-void affine(const float *x, const float *scale, const float *shift, const float *res, float *y,
-            uint16_t *yb, int64_t M, int64_t C, const Layout &l, bool relu, int nt) {
+// x (f32) or xb (bf16, nhwc) is the input.
+void affine(const float *x, const uint16_t *xb, const float *scale, const float *shift, const float *res,
+            float *y, uint16_t *yb, int64_t M, int64_t C, const Layout &l, bool relu, int nt) {
   withWidth(C, [&](auto w) {
     withFlag(relu, [&](auto R) {
       withFlag(res != nullptr, [&](auto S) {
         withFlag(yb != nullptr, [&](auto B) {
-          withFlag(l.blocked, [&](auto L) {
-            affineT<decltype(R)::value, decltype(S)::value, decltype(B)::value, decltype(L)::value>(
-                x, scale, shift, res, y, yb, M, w, l, nt);
+          withInput(l.blocked, xb != nullptr, [&](auto L, auto X) {
+            affineT<decltype(R)::value, decltype(S)::value, decltype(B)::value, decltype(L)::value,
+                    decltype(X)::value>(x, xb, scale, shift, res, y, yb, M, w, l, nt);
           });
         });
       });
@@ -232,6 +259,13 @@ uint16_t *readBf16Out(const Args &a, const char *key, int64_t M, int64_t C, cons
   return p;
 }
 
+// An optional bf16 input [M, C] (key): NHWC only, as the bf16 convolutions write it.
+const uint16_t *readBf16In(const Args &a, const char *key, int64_t M, int64_t C, const Layout &l) {
+  const uint16_t *p = a.optU16(key, M * C);
+  if (p && l.blocked) a.fail(std::string(key) + " is only read in layout nhwc");
+  return p;
+}
+
 // bnTrainForward({ x, gamma, beta, y?, mean, variance, rows, channels, epsilon, relu,
 // residual?, yBf16?, layout?, imageSize? }): x and y are [rows, channels] (in layout).
 // With a residual [rows, channels], y = relu?(BN(x) + residual): the end of a residual
@@ -239,38 +273,46 @@ uint16_t *readBf16Out(const Args &a, const char *key, int64_t M, int64_t C, cons
 // (Uint16Array [rows, channels]): also receives y in bf16, for a convolution that
 // multiplies in bf16; then y may be left out, written in bf16 only (for a block's inner
 // activation whose readers all take the copy: the next conv, its weight gradient, and the
-// ReLU mask of bnTrainBackward).
+// ReLU mask of bnTrainBackward). xBf16 (Uint16Array [rows, channels], nhwc) may stand in for
+// x: the output of a convolution that multiplies in bf16, written in bf16 (the body kernel
+// in bf16 mode; mixed precision as PyTorch's autocast does it: convolution outputs in bf16,
+// batch-norm arithmetic in f32). Both passes then read 2 bytes a value instead of 4.
 Napi::Value BnTrainForward(const Napi::CallbackInfo &info) {
   const Args a(info, "bnTrainForward");
   const Shape2 sh = readShape(a);
   const int64_t M = sh.M, C = sh.C;
   const double eps = a.number("epsilon");
   const bool relu = a.flag("relu");
-  const float *x = a.f32("x", M * C), *gamma = a.f32("gamma", C), *beta = a.f32("beta", C);
+  const float *gamma = a.f32("gamma", C), *beta = a.f32("beta", C);
   float *y = a.optF32("y", M * C), *mean = a.f32("mean", C), *var = a.f32("variance", C);
   const float *residual = a.optF32("residual", M * C);
   const Layout l = readLayout(a, M, C);
+  const uint16_t *xb = readBf16In(a, "xBf16", M, C, l);
+  const float *x = xb ? nullptr : a.f32("x", M * C);
+  if (xb && a.optF32("x", M * C)) a.fail("takes x or xBf16, not both");
   uint16_t *yBf16 = readBf16Out(a, "yBf16", M, C, l);
   if (!y && !yBf16) a.fail("needs y, yBf16 or both");
 
   // Sums of (x - x[0]) rather than of x: shifting by a sample keeps the one-pass variance
   // E[d^2] - E[d]^2 free of cancellation when |mean| >> std.
   std::vector<float> shift(C);
-  for (int64_t c = 0; c < C; ++c) shift[c] = x[l.at(0, c)];
+  for (int64_t c = 0; c < C; ++c) shift[c] = xb ? loadX<true>(nullptr, xb, l.at(0, c)) : x[l.at(0, c)];
   const int nt = teamSize(M * C);
   std::vector<double> partials, s1, s2;
   withWidth(C, [&](auto w) {
-    withFlag(l.blocked, [&](auto L) {
+    withInput(l.blocked, xb != nullptr, [&](auto L, auto X) {
+      constexpr bool X16 = decltype(X)::value;
       reduceRows<decltype(L)::value>(
           l, M, w, partials, nt,
           [&](int64_t o, auto c0, auto n, int64_t rows, auto stride, float *f1, float *f2) {
             const float *__restrict sh = shift.data() + c0;
             float *__restrict g1 = f1 + c0, *__restrict g2 = f2 + c0;
             for (int64_t i = 0; i < rows; ++i) {
-              const float *__restrict xr = x + o + i * stride;
+              const float *__restrict xr = X16 ? nullptr : x + o + i * stride;
+              const uint16_t *__restrict xbr = X16 ? xb + o + i * stride : nullptr;
 #pragma omp simd
               for (int64_t c = 0; c < n; ++c) {
-                const float d = xr[c] - sh[c];
+                const float d = loadX<X16>(xr, xbr, c) - sh[c];
                 g1[c] += d;
                 g2[c] += d * d;
               }
@@ -291,7 +333,7 @@ Napi::Value BnTrainForward(const Napi::CallbackInfo &info) {
     scale[c] = float(k);
     bias[c] = float(beta[c] - mu * k);
   }
-  affine(x, scale.data(), bias.data(), residual, y, yBf16, M, C, l, relu, nt);
+  affine(x, xb, scale.data(), bias.data(), residual, y, yBf16, M, C, l, relu, nt);
   return info.Env().Undefined();
 }
 
@@ -320,8 +362,9 @@ inline bool positive(const float *y, const uint16_t *yb, int64_t i) {
   }
 }
 
-template <bool RELU, bool EMIT, bool BF16, bool BLOCKED, bool ADD, bool Y16, typename Wd>
-void bnBackwardPasses(const float *dy, const float *dyAdd, const float *x, const float *y, const uint16_t *yb,
+template <bool RELU, bool EMIT, bool BF16, bool BLOCKED, bool ADD, bool Y16, bool X16, typename Wd>
+void bnBackwardPasses(const float *dy, const float *dyAdd, const float *x, const uint16_t *xb, const float *y,
+                      const uint16_t *yb,
                       const float *mean, int64_t M, Wd width, const Layout &l, int nt,
                       std::vector<double> &partials, std::vector<double> &sg, std::vector<double> &sgx,
                       const std::function<void(std::vector<float> &, std::vector<float> &,
@@ -336,7 +379,8 @@ void bnBackwardPasses(const float *dy, const float *dyAdd, const float *x, const
         for (int64_t i = 0; i < rows; ++i) {
           // (dy and gOut may be one array: each element is read, then written, by its own
           // iteration only, so they are not __restrict.)
-          const float *dyr = dy + o + i * stride, *__restrict xr = x + o + i * stride;
+          const float *dyr = dy + o + i * stride, *__restrict xr = X16 ? nullptr : x + o + i * stride;
+          const uint16_t *__restrict xbr = X16 ? xb + o + i * stride : nullptr;
           const float *__restrict yr = RELU && !Y16 ? y + o + i * stride : nullptr;
           const uint16_t *__restrict ybr = RELU && Y16 ? yb + o + i * stride : nullptr;
           const float *__restrict ar = ADD ? dyAdd + o + i * stride : nullptr;
@@ -347,7 +391,7 @@ void bnBackwardPasses(const float *dy, const float *dyAdd, const float *x, const
             if constexpr (RELU) g = positive<Y16>(yr, ybr, c) ? g : 0.f;
             if constexpr (EMIT) gr[c] = g;
             g1[c] += g;
-            g2[c] += g * (xr[c] - mu[c]);
+            g2[c] += g * (loadX<X16>(xr, xbr, c) - mu[c]);
           }
         }
       });
@@ -364,7 +408,8 @@ void bnBackwardPasses(const float *dy, const float *dyAdd, const float *x, const
         float *buffer = dx ? nullptr : stepBuffer(kCopyRows * C);
         for (int64_t i = 0; i < rows; ++i) {
           const int64_t at = o + i * stride;
-          const float *dyr = dy + at, *xr = x + at;
+          const float *dyr = dy + at, *xr = X16 ? nullptr : x + at;
+          const uint16_t *xbr = X16 ? xb + at : nullptr;
           const float *yr = RELU && !Y16 ? y + at : nullptr;
           const uint16_t *ybr = RELU && Y16 ? yb + at : nullptr;
           const float *ar = ADD ? dyAdd + at : nullptr;
@@ -379,7 +424,7 @@ void bnBackwardPasses(const float *dy, const float *dyAdd, const float *x, const
               g = ADD ? dyr[c] + ar[c] : dyr[c];
               if constexpr (RELU) g = positive<Y16>(yr, ybr, c) ? g : 0.f;
             }
-            dxr[c] = kc[c] * g + bc[c] * xr[c] + dc[c];
+            dxr[c] = kc[c] * g + bc[c] * loadX<X16>(xr, xbr, c) + dc[c];
           }
         }
       },
@@ -390,7 +435,7 @@ void bnBackwardPasses(const float *dy, const float *dyAdd, const float *x, const
       });
 }
 
-// bnTrainBackward({ dy, dyAdd?, x, y?, yBf16?, gamma, mean, variance, dx?, dgamma, dbeta,
+// bnTrainBackward({ dy, dyAdd?, x | xBf16, y?, yBf16?, gamma, mean, variance, dx?, dgamma, dbeta,
 // rows, channels, epsilon, relu, g?, dxBf16?, layout?, imageSize? }), every [rows, channels]
 // array in layout. dx may be left out when dxBf16 is given: then dx is written in bf16
 // only, for convolutions that read only that copy (the body kernel in bf16 mode, stages 1
@@ -398,7 +443,8 @@ void bnBackwardPasses(const float *dy, const float *dyAdd, const float *x, const
 // moves: ResNet-56 bf16 step, batch-norm backward 158 -> 138 ms (medians of 3 alternating
 // profiles, AMX Xeon). y (the forward's output) is needed only with relu, and then may be
 // replaced by yBf16, the forward's bf16 copy of it (see positive()). With dyAdd the
-// incoming gradient is dy + dyAdd (the same float addition as adding them first).
+// incoming gradient is dy + dyAdd (the same float addition as adding them first). xBf16
+// stands in for x when the forward read its input from bf16 (bnTrainForward).
 // With g = relu ? dy * (y > 0) : dy and xhat = (x - mean) / sqrt(var + eps):
 //   dbeta = sum g, dgamma = sum g * xhat,
 //   dx = gamma / sqrt(var + eps) * (g - dbeta / M - xhat * dgamma / M).
@@ -408,7 +454,11 @@ Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
   const int64_t M = sh.M, C = sh.C;
   const double eps = a.number("epsilon");
   const bool relu = a.flag("relu");
-  const float *dy = a.f32("dy", M * C), *dyAdd = a.optF32("dyAdd", M * C), *x = a.f32("x", M * C);
+  const Layout l = readLayout(a, M, C);
+  const float *dy = a.f32("dy", M * C), *dyAdd = a.optF32("dyAdd", M * C);
+  const uint16_t *xb = readBf16In(a, "xBf16", M, C, l);
+  const float *x = xb ? nullptr : a.f32("x", M * C);
+  if (xb && a.optF32("x", M * C)) a.fail("takes x or xBf16, not both");
   // The ReLU mask's source: y, or (y left out) yBf16, the forward's bf16 copy of it.
   const uint16_t *yb = relu ? a.optU16("yBf16", M * C) : nullptr;
   const float *y = relu ? (yb ? a.optF32("y", M * C) : a.f32("y", M * C)) : nullptr;
@@ -420,7 +470,6 @@ Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
   // and must not overlap any other array.
   float *g = a.optF32("g", M * C);
   // dxBf16 (optional Uint16Array [M, C]): receives dx in bf16.
-  const Layout l = readLayout(a, M, C);
   uint16_t *dxb = readBf16Out(a, "dxBf16", M, C, l);
   if (!dx && !dxb) a.fail("needs dx, dxBf16 or both");
   if (g) {
@@ -428,7 +477,7 @@ Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
       const char *b = static_cast<const char *>(p), *gb = reinterpret_cast<const char *>(g);
       return p && b < gb + M * C * 4 && gb < b + bytes;
     };
-    if ((g != dy && overlaps(dy, M * C * 4)) || overlaps(dyAdd, M * C * 4) || overlaps(x, M * C * 4) ||
+    if ((g != dy && overlaps(dy, M * C * 4)) || overlaps(dyAdd, M * C * 4) || overlaps(x, M * C * 4) || overlaps(xb, M * C * 2) ||
         overlaps(y, M * C * 4) || overlaps(yb, M * C * 2) || overlaps(dx, M * C * 4) || overlaps(dxb, M * C * 2)) {
       a.fail("g must be dy itself or an array of its own");
     }
@@ -455,12 +504,13 @@ Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
     withFlag(relu, [&](auto R) {
       withFlag(g != nullptr, [&](auto E) {
         withFlag(dxb != nullptr, [&](auto B) {
-          withFlag(l.blocked, [&](auto L) {
+          withInput(l.blocked, xb != nullptr, [&](auto L, auto X) {
             withFlag(dyAdd != nullptr, [&](auto A) {
               withFlag(y16, [&](auto Y) {
                 bnBackwardPasses<decltype(R)::value, decltype(E)::value, decltype(B)::value,
-                                 decltype(L)::value, decltype(A)::value, decltype(Y)::value>(
-                    dy, dyAdd, x, y, yb, mean, M, w, l, nt, partials, sg, sgx, fold, dx, g, dxb);
+                                 decltype(L)::value, decltype(A)::value, decltype(Y)::value,
+                                 decltype(X)::value>(dy, dyAdd, x, xb, y, yb, mean, M, w, l, nt, partials, sg,
+                                                     sgx, fold, dx, g, dxb);
               });
             });
           });
@@ -487,7 +537,7 @@ Napi::Value BnInfer(const Napi::CallbackInfo &info) {
     k[c] = float(kc);
     b[c] = float((offset ? offset[c] : 0.0) - mean[c] * kc);
   }
-  affine(x, k.data(), b.data(), nullptr, y, nullptr, M, C, Layout{C}, false, teamSize(M * C));
+  affine(x, nullptr, k.data(), b.data(), nullptr, y, nullptr, M, C, Layout{C}, false, teamSize(M * C));
   return info.Env().Undefined();
 }
 

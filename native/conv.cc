@@ -184,8 +184,10 @@ bool bf16WithoutAmxIntel() {
 }
 
 // --precision bf16 (setConvPrecision): the convolutions multiply bf16 copies of their
-// inputs (activations, filters, incoming gradients) and accumulate and write f32, so the
-// rest of the step -- batch norm, the loss, the f32 master weights and SGD -- is unchanged.
+// inputs (activations, filters, incoming gradients) and accumulate in f32; the backward
+// passes write f32 gradients, the forward its output rounded to bf16 (forwardPlan), and
+// the rest of the step -- batch norm, the loss, the f32 master weights and SGD -- computes
+// in f32.
 // The activations and incoming gradients mostly arrive already in bf16, written by the
 // batch-norm kernel that produced them (Bf16Input below): a conv then reads 2 bytes per
 // value instead of converting 4 (step medians: ResNet-20 137 vs 145 ms, ResNet-56 311 vs
@@ -312,6 +314,20 @@ struct Bf16Input {
   }
 };
 
+// The forward's output written in bf16 straight into the caller's array (yBf16) when the
+// primitive writes exactly bf16 nhwc; a caller that passes an f32 y gets the same values
+// widened (an exact reorder), so both paths see the same numbers.
+struct Bf16Output {
+  memory mem;
+  bool usable = false;
+
+  void init(const memory::desc &primMd) {
+    const memory::desc want(primMd.dims(), dt::bf16, tag::nhwc);
+    usable = primMd == want;
+    if (usable) mem = memory(want, cpuEngine(), nullptr);
+  }
+};
+
 size_t inSize(const Geom &g) { return size_t(g[0]) * g[1] * g[2] * g[3]; }
 size_t outSize(const Geom &g) { return size_t(g[0]) * g[4] * g[5] * g[6]; }
 size_t filterSize(const Geom &g) { return size_t(g[7]) * g[8] * g[3] * g[6]; }
@@ -325,6 +341,7 @@ struct ConvFwd {
   std::vector<float> flipped;
   LayoutBridge src, w, dst;
   Bf16Input srcBf16;
+  Bf16Output dstBf16;
   memory::desc scratch;
   std::string impl;
 };
@@ -380,9 +397,26 @@ bool preferJitForward(const Geom &g, const Plan &p) {
   return amdAvx512() && !p.bf16 && p.alg == dnnl::algorithm::convolution_direct && g[3] < 16;
 }
 
+// A bf16 forward writes its output in bf16 (mixed precision as PyTorch's autocast: the
+// batch norm that reads it computes in f32): 2 bytes a value for the conv to write and for
+// the batch norm's four passes over it (forward and backward) to read. Batch norm forward +
+// backward of a stage-1 unit (131072 x 16, bf16 copies, cold buffers), ms: 4.2-4.3 -> 3.8-4.05
+// on the AMX Xeon. Unless oneDNN would write bf16 only with a slow reference kernel.
+Plan forwardPlan(const Geom &g, const Descs &d) {
+  Plan p = planFor(g, d, Pass::forward);
+  if (!p.bf16) return p;
+  Plan b = p;
+  b.dst = act(d, false, tag::nhwc, dt::bf16);
+  try {
+    if (fastImpl(forwardPd(d, b).impl_info_str())) return b;
+  } catch (const dnnl::error &) {
+  }
+  return p;
+}
+
 std::unique_ptr<ConvFwd> makeFwd(const Geom &g) {
   const Descs d = descsFor(g);
-  const Plan p = planFor(g, d, Pass::forward);
+  const Plan p = forwardPlan(g, d);
   auto pd = forwardPd(d, p, preferJitForward(g, p) ? "jit:" : nullptr);
   auto c = std::make_unique<ConvFwd>();
   if (forwardViaBackwardData(g, p)) {
@@ -406,6 +440,7 @@ std::unique_ptr<ConvFwd> makeFwd(const Geom &g) {
   c->w.init(d.wUser, pd.weights_desc(), true);
   c->dst.init(d.dst, pd.dst_desc(), false);
   c->srcBf16.init(pd.src_desc());
+  c->dstBf16.init(pd.dst_desc());
   c->scratch = pd.scratchpad_desc();
   c->impl = pd.impl_info_str();
   return c;
@@ -475,16 +510,20 @@ void needF32(const Args &a, const char *key, const float *p, const uint16_t *cop
   }
 }
 
-// convForward({ x?, filter, y, geometry, layout?, xBf16? }): y = conv(x, filter); layout:
-// of x and y ("nhwc", the default, or "nChw16c"); xBf16: x already in bf16 (used when the
-// conv multiplies in bf16; then x may be left out, see needF32).
+// convForward({ x?, filter, y | yBf16, geometry, layout?, xBf16? }): y = conv(x, filter);
+// layout: of x and y ("nhwc", the default, or "nChw16c"); xBf16: x already in bf16 (used
+// when the conv multiplies in bf16; then x may be left out, see needF32). yBf16 (instead of
+// y): the output in bf16, where this forward writes bf16 (convImplInfo's writesBf16).
 Napi::Value ConvForward(const Napi::CallbackInfo &info) {
   const Args a(info, "convForward");
   const Geom g = readGeom(a);
-  float *x = a.optF32("x", inSize(g)), *filter = a.f32("filter", filterSize(g)), *y = a.f32("y", outSize(g));
-  uint16_t *xb = a.optU16("xBf16", inSize(g));
+  float *x = a.optF32("x", inSize(g)), *filter = a.f32("filter", filterSize(g));
+  uint16_t *xb = a.optU16("xBf16", inSize(g)), *yb = a.optU16("yBf16", outSize(g));
+  float *y = yb ? nullptr : a.f32("y", outSize(g));
+  if (yb && a.optF32("y", outSize(g))) a.fail("takes y or yBf16, not both");
   ConvFwd &c = getFwd(g);
   needF32(a, "x", x, xb, c.srcBf16);
+  if (yb && !c.dstBf16.usable) a.fail("yBf16: this forward writes f32 (see convImplInfo's writesBf16)");
   auto &s = cpuStream();
   if (c.viaBackwardData) {
     // hwio [kh][kw][i][o] -> [KH-1-kh][KW-1-kw][o][i]: the backward data's filter.
@@ -500,13 +539,14 @@ Napi::Value ConvForward(const Napi::CallbackInfo &info) {
   c.src.bind(x);
   c.w.bind(filter);
   c.dst.bind(y);
+  if (yb) c.dstBf16.mem.set_data_handle(yb);
   const memory &src = c.srcBf16.pick(c.src, xb, s);
   c.w.in(s);
   c.prim.execute(s, {{c.viaBackwardData ? DNNL_ARG_DIFF_DST : DNNL_ARG_SRC, src},
                      {DNNL_ARG_WEIGHTS, c.w.internal},
-                     {c.viaBackwardData ? DNNL_ARG_DIFF_SRC : DNNL_ARG_DST, c.dst.internal},
+                     {c.viaBackwardData ? DNNL_ARG_DIFF_SRC : DNNL_ARG_DST, yb ? c.dstBf16.mem : c.dst.internal},
                      {DNNL_ARG_SCRATCHPAD, scratchpad(c.scratch)}});
-  c.dst.out(s);
+  if (!yb) c.dst.out(s);
   s.wait();
   return info.Env().Undefined();
 }
@@ -565,7 +605,7 @@ Napi::Value ConvBackwardWeights(const Napi::CallbackInfo &info) {
 // convImplInfo({ geometry }): which oneDNN implementations the three passes use (for
 // profiling; a "ref" implementation here would mean a slow fallback inside oneDNN), and
 // takesBf16: which inputs a pass reads from the caller's bf16 copy when given one (never in
-// fp32 mode).
+// fp32 mode), and writesBf16: whether the forward can write its output in bf16 (yBf16).
 Napi::Value ConvImplInfo(const Napi::CallbackInfo &info) {
   const Geom g = readGeom(Args(info, "convImplInfo"));
   const ConvFwd &f = getFwd(g);
@@ -581,6 +621,9 @@ Napi::Value ConvImplInfo(const Napi::CallbackInfo &info) {
   bf.Set("backwardWeightsX", w.srcBf16.usable);
   bf.Set("backwardWeightsDy", w.diffDstBf16.usable);
   o.Set("takesBf16", bf);
+  auto out = Napi::Object::New(info.Env());
+  out.Set("forwardY", f.dstBf16.usable);
+  o.Set("writesBf16", out);
   return o;
 }
 

@@ -115,17 +115,21 @@ describe('native body kernel', { skip: skipReason }, () => {
       it(`${label} in ${precision}: bit-identical to the unit-by-unit path`, { skip }, async () => {
         // Count the batch-norm calls that write their output in bf16 only (every reader
         // takes that copy): in bf16 mode the gradients and inner activations of stages 1
-        // and 2, none in fp32.
+        // and 2, none in fp32; and those that read the conv's output z in bf16 (every
+        // pooled z in bf16 mode).
         const addon = loadAddon();
         const [forward, backward] = [addon.bnTrainForward, addon.bnTrainBackward];
         let bf16Only = 0;
         let yBf16Only = 0;
+        let zBf16 = 0;
         addon.bnTrainForward = (a) => {
           if (!a.y) yBf16Only++;
+          if (a.xBf16) zBf16++;
           forward(a);
         };
         addon.bnTrainBackward = (a) => {
           if (!a.dx) bf16Only++;
+          if (a.xBf16) zBf16++;
           backward(a);
         };
         await nativeEngine.loadNativeEngine(2, precision);
@@ -137,11 +141,13 @@ describe('native body kernel', { skip: skipReason }, () => {
           [addon.bnTrainForward, addon.bnTrainBackward] = [forward, backward];
           await nativeEngine.loadNativeEngine(2);
         }
-        if (precision === 'fp32') assert.deepEqual([bf16Only, yBf16Only], [0, 0]);
+        if (precision === 'fp32') assert.deepEqual([bf16Only, yBf16Only, zBf16], [0, 0, 0]);
         else {
-          // Per batch size, at least the two stage-1 blocks' units and inner activations.
+          // Per batch size, at least the two stage-1 blocks' units and inner activations,
+          // and stage 1's five units' z, forward and backward.
           assert.ok(bf16Only >= 2 * 4, `${bf16Only} batch-norm backwards wrote dx in bf16 only`);
           assert.ok(yBf16Only >= 2 * 2, `${yBf16Only} batch-norm forwards wrote y in bf16 only`);
+          assert.ok(zBf16 >= 2 * 2 * 5, `${zBf16} batch-norm passes read z in bf16`);
         }
       });
     }

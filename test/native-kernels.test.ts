@@ -909,6 +909,96 @@ describe('native bf16 convolutions', { skip: skipReason || (!bf16Cpu && 'this CP
     );
   });
 
+  it('a bf16 forward writes its output in bf16, which the four batch-norm passes read with the same bits as widened to f32', async () => {
+    const addon = loadAddon();
+    const stage1 = same3x3(8, 32, 16);
+    const n = 8 * 32 * 32 * 16;
+    const widen = (b: Uint16Array) => new Float32Array(new Uint32Array(b.length).map((_, i) => b[i] << 16).buffer);
+    const conv = { xBf16: new Uint16Array(n), filter: rand(9 * 16 * 16, 8), geometry: stage1 };
+    const image = rand(n, 9);
+    conv.xBf16.set(new Uint32Array(image.buffer).map((u) => u >>> 16));
+    await native().loadNativeEngine(2, 'bf16');
+    try {
+      assert.equal(addon.convImplInfo({ geometry: stage1 }).writesBf16.forwardY, true);
+      // The conv: yBf16, or the same values widened into an f32 y.
+      const zb = new Uint16Array(n).fill(0xffff);
+      const zf = new Float32Array(n);
+      addon.convForward({ ...conv, yBf16: zb });
+      addon.convForward({ ...conv, y: zf });
+      assert.deepEqual(zf, widen(zb), 'f32 y is the bf16 output widened');
+      assert.ok(new Set(zb).size > n / 100, 'the conv wrote its output');
+      assert.throws(
+        () => addon.convForward({ ...conv, y: zf, yBf16: zb }),
+        /^Error: resnet_native: convForward: takes y or yBf16, not both$/,
+      );
+
+      // Batch norm forward (with a residual, y in f32 and bf16) and backward (with a second
+      // gradient and the masked gradient g): xBf16 gives the bits x = widened xBf16 gives.
+      const common = { rows: n / 16, channels: 16, epsilon: 1e-5, relu: true };
+      const [gamma, beta, residual] = [rand(16, 5), rand(16, 6), rand(n, 7)];
+      const [dy, dyAdd] = [rand(n, 1), rand(n, 2)];
+      const run = (input: { x: Float32Array } | { xBf16: Uint16Array }) => {
+        const f = {
+          y: new Float32Array(n),
+          yBf16: new Uint16Array(n),
+          mean: new Float32Array(16),
+          variance: new Float32Array(16),
+        };
+        addon.bnTrainForward({ ...common, ...input, gamma, beta, residual, ...f });
+        const b = {
+          dx: new Float32Array(n),
+          dxBf16: new Uint16Array(n),
+          g: new Float32Array(n),
+          dgamma: new Float32Array(16),
+          dbeta: new Float32Array(16),
+        };
+        addon.bnTrainBackward({
+          ...common,
+          ...input,
+          dy,
+          dyAdd,
+          y: f.y,
+          gamma,
+          mean: f.mean,
+          variance: f.variance,
+          ...b,
+        });
+        return { ...f, ...b };
+      };
+      const from16 = run({ xBf16: zb });
+      const from32 = run({ x: zf });
+      for (const k of Object.keys(from16) as (keyof typeof from16)[]) assert.deepEqual(from16[k], from32[k], k);
+      assert.ok(from16.dgamma.some((v) => v !== 0) && from16.y.some((v) => v > 0), 'batch norm computed');
+      const fwd = {
+        ...common,
+        gamma,
+        beta,
+        y: new Float32Array(n),
+        mean: new Float32Array(16),
+        variance: new Float32Array(16),
+      };
+      assert.throws(
+        () => addon.bnTrainForward({ ...fwd, x: zf, xBf16: zb }),
+        /^Error: resnet_native: bnTrainForward: takes x or xBf16, not both$/,
+      );
+      // (At 16 channels nChw16c is nhwc's bytes; at 32 it is not.)
+      const wide = { ...fwd, rows: n / 32, channels: 32, gamma: rand(32, 5), beta: rand(32, 6) };
+      const stats32 = { mean: new Float32Array(32), variance: new Float32Array(32) };
+      assert.throws(
+        () => addon.bnTrainForward({ ...wide, ...stats32, xBf16: zb, layout: 'nChw16c', imageSize: 256 }),
+        /^Error: resnet_native: bnTrainForward: xBf16 is only read in layout nhwc$/,
+      );
+    } finally {
+      await native().loadNativeEngine(2);
+    }
+    // In fp32 the forward writes f32 only.
+    assert.equal(addon.convImplInfo({ geometry: stage1 }).writesBf16.forwardY, false);
+    assert.throws(
+      () => addon.convForward({ ...conv, x: image, yBf16: new Uint16Array(n) }),
+      /^Error: resnet_native: convForward: yBf16: this forward writes f32 \(see convImplInfo's writesBf16\)$/,
+    );
+  });
+
   it("batch norm backward's masked gradient g, in its own array or written over dy, with the same bits", () => {
     const addon = loadAddon();
     // Batch 8 of 16x16x32 (both threads), in both layouts, with and without a second gradient.

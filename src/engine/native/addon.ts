@@ -18,7 +18,9 @@ export interface NativeAddon {
     /** may be left out when this pass reads xBf16 instead (convImplInfo's takesBf16) */
     x?: Float32Array;
     filter: Float32Array;
-    y: Float32Array;
+    /** the output; or (instead) yBf16, where the forward writes bf16 (convImplInfo's writesBf16) */
+    y?: Float32Array;
+    yBf16?: Bf16;
     geometry: ConvGeometry;
     layout?: Layout;
     xBf16?: Bf16;
@@ -48,13 +50,17 @@ export interface NativeAddon {
     backwardWeights: string;
     /** which inputs a pass reads from the caller's bf16 copy when given one (never in fp32) */
     takesBf16: { forwardX: boolean; backwardDataDy: boolean; backwardWeightsX: boolean; backwardWeightsDy: boolean };
+    /** whether the forward writes its output in bf16 (a bf16 forward; an f32 y gets it widened) */
+    writesBf16: { forwardY: boolean };
   };
   /** Arithmetic of the convolutions from now on; 'bf16' throws without CPU support. */
   /** Returns a note for the user when the precision does not pay on this CPU, else ''. */
   setConvPrecision(precision: 'fp32' | 'bf16'): string;
   /** x, y: [rows, channels]; gamma, beta, mean, variance: [channels]. */
   bnTrainForward(a: {
-    x: Float32Array;
+    /** or (instead) xBf16, nhwc: a bf16 forward's output (convForward's yBf16) */
+    x?: Float32Array;
+    xBf16?: Bf16;
     gamma: Float32Array;
     beta: Float32Array;
     /** may be left out when yBf16 is given: then y is written in bf16 only */
@@ -78,7 +84,9 @@ export interface NativeAddon {
     dy: Float32Array;
     /** a second incoming gradient, added to dy as it is read */
     dyAdd?: Float32Array | null;
-    x: Float32Array;
+    /** as in bnTrainForward: x or xBf16 */
+    x?: Float32Array;
+    xBf16?: Bf16;
     /** the forward's output; needed only with relu, and then replaceable by yBf16 */
     y?: Float32Array | null;
     /** the forward's bf16 copy of y (nhwc only): the ReLU mask's source when y is left out */

@@ -60,8 +60,9 @@ interface BodyState {
   /** Scratch arrays to hand back to the pool (everything but the output). */
   scratch: Float32Array[];
   /**
-   * Activations written in bf16 only (bf16 mode: a block's inner activation when every
-   * reader takes its bf16 copy); the f32 array is unwritten and only keys the copy.
+   * Arrays written in bf16 only (bf16 mode: a bf16 conv's output z, and a block's inner
+   * activation when every reader takes its bf16 copy); the f32 array is unwritten and only
+   * keys the copy.
    */
   bf16Only: Set<Float32Array>;
   released: boolean;
@@ -103,17 +104,19 @@ function toLayout(b: NativeBackend, a: Float32Array, shape: number[], from: Layo
 }
 
 /**
- * Which of a conv's inputs its passes read from the caller's bf16 copy (bf16 mode only: asked
- * of the addon once per geometry, as its kernel choices are fixed for the process). Keyed by
- * the geometry object itself: conv2dGeometry hands out one object per shape.
+ * Which of a conv's inputs its passes read from the caller's bf16 copy, and whether its
+ * forward writes bf16. Asked of the addon once per geometry, as its kernel choices are fixed
+ * for the process; in bf16 mode only (writeBf16Copies), so the cache holds bf16 answers
+ * only. Keyed by the geometry object itself: conv2dGeometry hands out one object per shape.
  */
-const takesBf16Cache = new WeakMap<ConvGeometry, TakesBf16>();
-type TakesBf16 = ReturnType<NativeAddon['convImplInfo']>['takesBf16'];
-function takesBf16(geometry: ConvGeometry): TakesBf16 {
-  let t = takesBf16Cache.get(geometry);
-  if (!t) takesBf16Cache.set(geometry, (t = addon().convImplInfo({ geometry }).takesBf16));
+type ImplInfo = ReturnType<NativeAddon['convImplInfo']>;
+const implInfoCache = new WeakMap<ConvGeometry, ImplInfo>();
+function implInfo(geometry: ConvGeometry): ImplInfo {
+  let t = implInfoCache.get(geometry);
+  if (!t) implInfoCache.set(geometry, (t = addon().convImplInfo({ geometry })));
   return t;
 }
+const takesBf16 = (geometry: ConvGeometry) => implInfo(geometry).takesBf16;
 
 /** The f32 array to hand a kernel for activation a, or undefined if it holds no values. */
 function f32Of(st: BodyState, a: Float32Array): Float32Array | undefined {
@@ -138,13 +141,17 @@ const bodyForward: tf.KernelFunc = ({ inputs, backend, attrs }) => {
     const outShape = [geometry.batch, geometry.outHeight, geometry.outWidth, geometry.outChannels];
     const n = size(outShape);
     const wv = f32(b, w);
+    // z, the conv's output: a bf16 forward writes it in bf16 only, read so by both batch-norm
+    // passes (the f32 array then only keys the copy, as dz's below).
     const z = alloc(b, n);
+    const zBf16 = b.writeBf16Copies && implInfo(geometry).writesBf16.forwardY ? bf16CopyFor(b, z) : null;
+    if (zBf16) st.bf16Only.add(z);
     // (The stem's 16-channel output is the same bytes in either layout.)
     const convLayout: Layout = i === 0 ? 'nhwc' : layout;
     addon().convForward({
       x: f32Of(st, input),
       filter: wv,
-      y: z,
+      ...(zBf16 ? { yBf16: zBf16 } : { y: z }),
       geometry,
       layout: convLayout,
       xBf16: bf16CopyOf(b, input),
@@ -165,7 +172,7 @@ const bodyForward: tf.KernelFunc = ({ inputs, backend, attrs }) => {
     const variance = new Float32Array(channels);
     const gammaV = f32(b, gamma);
     addon().bnTrainForward({
-      x: z,
+      ...(zBf16 ? { xBf16: zBf16 } : { x: z }),
       gamma: gammaV,
       beta: f32(b, beta),
       y: f32Of(st, y),
@@ -270,7 +277,7 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
     addon().bnTrainBackward({
       dy: g,
       dyAdd: gAdd,
-      x: u.z,
+      ...(st.bf16Only.has(u.z) ? { xBf16: bf16CopyOf(b, u.z)! } : { x: u.z }),
       y: yF32,
       yBf16: yF32 ? null : bf16CopyOf(b, u.y),
       gamma: u.gamma,
