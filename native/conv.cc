@@ -288,11 +288,9 @@ struct LayoutBridge {
   }
 };
 
-// The bf16 copy of an input that the caller already made (the batch-norm kernels write one
-// beside their f32 output when the convolutions run in bf16): taken in place of the f32
-// tensor and its reorder when the primitive reads exactly bf16 nhwc. The same conversion
-// either way (toBf16 in common.h), so the same result, without a pass over the f32 tensor.
-struct Bf16Input {
+// A caller's bf16 nhwc array bound to a primitive's input or output, usable when the
+// primitive's description is exactly bf16 nhwc.
+struct Bf16Array {
   memory mem;
   bool usable = false;
 
@@ -301,7 +299,13 @@ struct Bf16Input {
     usable = primMd == want;
     if (usable) mem = memory(want, cpuEngine(), nullptr);
   }
+};
 
+// The bf16 copy of an input that the caller already made (the batch-norm kernels write one
+// beside their f32 output when the convolutions run in bf16): taken in place of the f32
+// tensor and its reorder when the primitive reads exactly bf16 nhwc. The same conversion
+// either way (toBf16 in common.h), so the same result, without a pass over the f32 tensor.
+struct Bf16Input : Bf16Array {
   // The memory the primitive reads: the caller's bf16 copy if there is one, else the
   // bridge's (reordered from the f32 tensor now).
   const memory &pick(LayoutBridge &bridge, uint16_t *copy, dnnl::stream &s) {
@@ -317,16 +321,7 @@ struct Bf16Input {
 // The forward's output written in bf16 straight into the caller's array (yBf16) when the
 // primitive writes exactly bf16 nhwc; a caller that passes an f32 y gets the same values
 // widened (an exact reorder), so both paths see the same numbers.
-struct Bf16Output {
-  memory mem;
-  bool usable = false;
-
-  void init(const memory::desc &primMd) {
-    const memory::desc want(primMd.dims(), dt::bf16, tag::nhwc);
-    usable = primMd == want;
-    if (usable) mem = memory(want, cpuEngine(), nullptr);
-  }
-};
+using Bf16Output = Bf16Array;
 
 size_t inSize(const Geom &g) { return size_t(g[0]) * g[1] * g[2] * g[3]; }
 size_t outSize(const Geom &g) { return size_t(g[0]) * g[4] * g[5] * g[6]; }
