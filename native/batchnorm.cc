@@ -266,7 +266,7 @@ const uint16_t *readBf16In(const Args &a, const char *key, int64_t M, int64_t C,
   return p;
 }
 
-// bnTrainForward({ x, gamma, beta, y?, mean, variance, rows, channels, epsilon, relu,
+// bnTrainForward({ x | xBf16, gamma, beta, y?, mean, variance, rows, channels, epsilon, relu,
 // residual?, yBf16?, layout?, imageSize? }): x and y are [rows, channels] (in layout).
 // With a residual [rows, channels], y = relu?(BN(x) + residual): the end of a residual
 // block in the same pass as the normalization (no separate add + ReLU pass). yBf16
