@@ -141,8 +141,8 @@ const bodyForward: tf.KernelFunc = ({ inputs, backend, attrs }) => {
     const outShape = [geometry.batch, geometry.outHeight, geometry.outWidth, geometry.outChannels];
     const n = size(outShape);
     const wv = f32(b, w);
-    // z, the conv's output: a bf16 forward writes it in bf16 only, read so by both batch-norm
-    // passes (the f32 array then only keys the copy, as dz's below).
+    // z, the conv's output: a bf16 forward writes it in bf16 only, and the batch norm reads
+    // it so, forward and backward (the f32 array then only keys the copy, as dz's below).
     const z = alloc(b, n);
     const zBf16 = b.writeBf16Copies && implInfo(geometry).writesBf16.forwardY ? bf16CopyFor(b, z) : null;
     if (zBf16) st.bf16Only.add(z);
