@@ -521,15 +521,23 @@ Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
-// bnInfer({ x, mean, variance, offset?, scale?, y, rows, channels, epsilon }): tfjs's
-// FusedBatchNorm with per-channel statistics (inference mode).
+// bnInfer({ x | xBf16, mean, variance, offset?, scale?, y, rows, channels, epsilon, relu,
+// residual? }): tfjs's FusedBatchNorm with per-channel statistics (inference mode), nhwc,
+// and in the fused inference unit (kernels-fused.ts) y = relu?(BN(x) + residual?) reading
+// a bf16 convolution's output in bf16 (xBf16, as bnTrainForward): in one pass, the same
+// float operations as BN, the addition and the ReLU run as separate kernels.
 Napi::Value BnInfer(const Napi::CallbackInfo &info) {
   const Args a(info, "bnInfer");
   const Shape2 sh = readShape(a);
   const int64_t M = sh.M, C = sh.C;
   const double eps = a.number("epsilon");
-  const float *x = a.f32("x", M * C), *mean = a.f32("mean", C), *var = a.f32("variance", C);
+  const Layout l{C};
+  const uint16_t *xb = readBf16In(a, "xBf16", M, C, l);
+  const float *x = xb ? nullptr : a.f32("x", M * C);
+  if (xb && a.optF32("x", M * C)) a.fail("takes x or xBf16, not both");
+  const float *mean = a.f32("mean", C), *var = a.f32("variance", C);
   const float *offset = a.optF32("offset", C), *scale = a.optF32("scale", C);
+  const float *residual = a.optF32("residual", M * C);
   float *y = a.f32("y", M * C);
   std::vector<float> k(C), b(C);
   for (int64_t c = 0; c < C; ++c) {
@@ -537,7 +545,7 @@ Napi::Value BnInfer(const Napi::CallbackInfo &info) {
     k[c] = float(kc);
     b[c] = float((offset ? offset[c] : 0.0) - mean[c] * kc);
   }
-  affine(x, nullptr, k.data(), b.data(), nullptr, y, nullptr, M, C, Layout{C}, false, teamSize(M * C));
+  affine(x, xb, k.data(), b.data(), residual, y, nullptr, M, C, l, a.flag("relu"), teamSize(M * C));
   return info.Env().Undefined();
 }
 

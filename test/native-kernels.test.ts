@@ -13,7 +13,15 @@ import '@tensorflow/tfjs-backend-cpu';
 import { type ConvGeometry, loadAddon } from '../src/engine/native/addon';
 import * as nativeEngine from '../src/engine/native';
 import { convImplementations } from '../src/engine/native/kernels-conv';
-import { addRelu, batchNormAddRelu, batchNormInfer, batchNormTrain, conv2d, shortcutA } from '../src/engine/ops';
+import {
+  addRelu,
+  batchNormAddRelu,
+  batchNormInfer,
+  batchNormTrain,
+  conv2d,
+  convBnInfer,
+  shortcutA,
+} from '../src/engine/ops';
 import { CifarNet } from '../src/model/resnet';
 import { Sgd } from '../src/train/sgd';
 import { trainStep } from '../src/train/step';
@@ -94,6 +102,35 @@ function same3x3(batch: number, hw: number, channels: number): ConvGeometry {
     strideWidth: 1,
     ...pad,
   };
+}
+
+/**
+ * Inference-mode conv -> BN units (ReLU, none, a block's end with a residual; stride 1 and
+ * 2) as convBnInfer ('fused': one kernel where the engine has it) or as conv2d ->
+ * batchNormInfer -> addRelu ('composed').
+ */
+function inferenceUnits(how: 'fused' | 'composed'): tf.Tensor[] {
+  const x = tensor([5, 10, 10, 16], 30) as tf.Tensor4D;
+  const [gamma, beta, mean] = [31, 32, 33].map((s) => tensor([32], s) as tf.Tensor1D);
+  const variance = tf.add(tf.abs(tensor([32], 34)), 0.5) as tf.Tensor1D;
+  const bn = { gamma, beta, mean, variance };
+  const out: tf.Tensor[] = [];
+  for (const stride of [1, 2] as const) {
+    const w = tensor([3, 3, 16, 32], 35 + stride, 0.3) as tf.Tensor4D;
+    const residual = tensor([5, 10 / stride, 10 / stride, 32], 37 + stride) as tf.Tensor4D;
+    for (const [relu, r] of [
+      [true, undefined],
+      [false, undefined],
+      [true, residual],
+    ] as const) {
+      if (how === 'fused') out.push(convBnInfer(x, w, stride, bn, relu, r));
+      else {
+        const y = batchNormInfer(conv2d(x, w, stride), gamma, beta, mean, variance, relu && !r);
+        out.push(r ? addRelu(y, r) : y);
+      }
+    }
+  }
+  return out;
 }
 
 /** Value and gradients of sum(f(xs) * r) for a fixed random r, w.r.t. every x. */
@@ -220,6 +257,10 @@ describe('native kernels vs cpu', { skip: skipReason }, () => {
         batchNormInfer(x as tf.Tensor4D, g as tf.Tensor1D, b as tf.Tensor1D, m as tf.Tensor1D, v as tf.Tensor1D, relu),
       );
     });
+  });
+
+  it('the fused inference unit (ResnetConvBnInfer): with and without ReLU, with a residual, stride 1 and 2', async () => {
+    await agree('conv bn infer', () => inferenceUnits('fused'));
   });
 
   it('addRelu forward and gradients', async () => {
@@ -997,6 +1038,35 @@ describe('native bf16 convolutions', { skip: skipReason || (!bf16Cpu && 'this CP
       () => addon.convForward({ ...conv, x: image, yBf16: new Uint16Array(n) }),
       /^Error: resnet_native: convForward: yBf16: this forward writes f32 \(see convImplInfo's writesBf16\)$/,
     );
+  });
+
+  it('the fused inference unit gives the bits of conv2d -> batchNormInfer -> addRelu, reading the conv output in bf16 in bf16 mode', async () => {
+    const addon = loadAddon();
+    const bnInfer = addon.bnInfer;
+    let fromBf16 = 0;
+    addon.bnInfer = (a) => {
+      if (a.xBf16) fromBf16++;
+      bnInfer(a);
+    };
+    try {
+      for (const precision of ['fp32', 'bf16'] as const) {
+        await native().loadNativeEngine(2, precision);
+        const before = fromBf16;
+        const fused = await onBackend('native', () => inferenceUnits('fused'));
+        // (At batch 5 every array is pool-sized, so each of the six units reads its z in bf16.)
+        const read = fromBf16 - before;
+        assert.ok(precision === 'bf16' ? read === 6 : read === 0, `${precision}: ${read} units read z in bf16`);
+        const composed = await onBackend('native', () => inferenceUnits('composed'));
+        assert.equal(fromBf16, before + read, 'the composition read a bf16 z');
+        fused.forEach((f, i) => {
+          const differ = f.findIndex((v, j) => v !== composed[i][j]);
+          assert.equal(differ, -1, `${precision} unit ${i}: ${f[differ]} vs ${composed[i][differ]} at ${differ}`);
+        });
+      }
+    } finally {
+      addon.bnInfer = bnInfer;
+      await native().loadNativeEngine(2);
+    }
   });
 
   it("batch norm backward's masked gradient g, in its own array or written over dy, with the same bits", () => {

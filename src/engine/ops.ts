@@ -39,6 +39,13 @@ export const SHORTCUT_A_KERNEL = 'ResnetShortcutA';
  * 0 identity, 1 option A, 2 none)}; outputs [h, mean0, variance0, mean1, ...].
  */
 export const BODY_TRAIN_KERNEL = 'ResnetTrainBody';
+/**
+ * A conv -> BN unit in inference mode: relu(BN(conv(x, w)) + residual) with a residual (a
+ * block's end), else relu?(BN(conv(x, w))), BN with the running statistics. inputs {x, w,
+ * gamma, beta, mean, variance, residual?}; attrs {stride, relu, epsilon}; outputs [y].
+ */
+export const CONV_BN_INFER_KERNEL = 'ResnetConvBnInfer';
+
 /** The shortcut kinds trainBody takes, in the order of their codes in its attrs. */
 export const BODY_SHORTCUTS = ['identity', 'A', 'none'] as const;
 export type BodyShortcut = (typeof BODY_SHORTCUTS)[number];
@@ -145,6 +152,40 @@ export function batchNormInfer(
 ): tf.Tensor4D {
   const y = tf.batchNorm(x, mean, variance, beta, gamma, epsilon) as tf.Tensor4D;
   return relu ? tf.relu(y) : y;
+}
+
+/** Running statistics and affine parameters of one BN layer (inference mode). */
+export interface BnInferParams {
+  gamma: tf.Tensor1D;
+  beta: tf.Tensor1D;
+  mean: tf.Tensor1D;
+  variance: tf.Tensor1D;
+}
+
+/**
+ * A conv -> BN (-> + residual) (-> ReLU) unit in inference mode, as conv2d, batchNormInfer
+ * and addRelu (a residual comes with the ReLU). One kernel where the engine has it: the
+ * conv's output never becomes a tensor, so in bf16 mode it stays in bf16 (see
+ * src/engine/native/kernels-fused.ts).
+ */
+export function convBnInfer(
+  x: tf.Tensor4D,
+  w: tf.Tensor4D,
+  stride: 1 | 2,
+  bn: BnInferParams,
+  relu: boolean,
+  residual?: tf.Tensor4D,
+  epsilon = BN_EPSILON,
+): tf.Tensor4D {
+  const { gamma, beta, mean, variance } = bn;
+  if (fused(CONV_BN_INFER_KERNEL)) {
+    const inputs = { x, w, gamma, beta, mean, variance, ...(residual ? { residual } : {}) };
+    const attrs = { stride, relu: relu || residual !== undefined, epsilon };
+    return tf.engine().runKernel(CONV_BN_INFER_KERNEL, inputs, attrs) as tf.Tensor4D;
+  }
+  const z = conv2d(x, w, stride);
+  if (residual) return addRelu(batchNormInfer(z, gamma, beta, mean, variance, false, epsilon), residual);
+  return batchNormInfer(z, gamma, beta, mean, variance, relu, epsilon);
 }
 
 /** relu(a + b): the end of a residual block. */

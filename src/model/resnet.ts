@@ -23,6 +23,7 @@ import {
   batchNormTrain,
   type BodyShortcut,
   conv2d,
+  convBnInfer,
   shortcutA,
   trainBody,
 } from '../engine/ops';
@@ -218,16 +219,16 @@ export class CifarNet {
     // conv -> BN (-> + residual) (-> ReLU); a residual comes only with the ReLU (a block's end).
     const unit = (u: ConvBn, input: tf.Tensor4D, relu: boolean, residual?: tf.Tensor4D): tf.Tensor4D => {
       const { w, gamma, beta } = this.unitParams(u);
-      const z = conv2d(input, w, u.stride);
       if (!training) {
         const mean = this.runningStats.get(u.name + '/running_mean') as tf.Tensor1D;
         const variance = this.runningStats.get(u.name + '/running_var') as tf.Tensor1D;
-        if (!hooks?.response && !residual) return batchNormInfer(z, gamma, beta, mean, variance, relu);
-        const y = batchNormInfer(z, gamma, beta, mean, variance, false);
-        hooks?.response?.(u, y);
+        if (!hooks?.response) return convBnInfer(input, w, u.stride, { gamma, beta, mean, variance }, relu, residual);
+        const y = batchNormInfer(conv2d(input, w, u.stride), gamma, beta, mean, variance, false);
+        hooks.response(u, y);
         if (residual) return addRelu(y, residual);
         return relu ? tf.relu(y) : y;
       }
+      const z = conv2d(input, w, u.stride);
       const out = residual
         ? batchNormAddRelu(z, gamma, beta, residual, undefined, this.bnShards)
         : batchNormTrain(z, gamma, beta, relu, undefined, this.bnShards);

@@ -110,16 +110,21 @@ export interface NativeAddon {
     layout?: Layout;
     imageSize?: number;
   }): void;
+  /** y = relu?(BN(x) + residual?) with given statistics, nhwc */
   bnInfer(a: {
-    x: Float32Array;
+    /** or (instead) xBf16: a bf16 forward's output (convForward's yBf16) */
+    x?: Float32Array;
+    xBf16?: Bf16;
     mean: Float32Array;
     variance: Float32Array;
     offset: Float32Array | null;
     scale: Float32Array | null;
+    residual?: Float32Array | null;
     y: Float32Array;
     rows: number;
     channels: number;
     epsilon: number;
+    relu: boolean;
   }): void;
   /** shape and strides in elements, 0 stride = broadcast. */
   binary(a: {

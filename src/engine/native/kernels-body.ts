@@ -24,9 +24,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 
 import { BODY_SHORTCUTS, BODY_TRAIN_KERNEL, type BodyShortcut } from '../ops';
-import type { ConvGeometry, Layout, NativeAddon } from './addon';
+import type { ConvGeometry, Layout } from './addon';
 import type { NativeBackend } from './backend';
-import { conv2dGeometry } from './kernels-conv';
+import { conv2dGeometry, implInfo } from './kernels-conv';
 import { addon, alloc, allF32, bf16CopyFor, bf16CopyOf, f32, need, output, size } from './util';
 
 /** Gradients of ResnetTrainBody: inputs {dy, h}; attrs as the forward; outputs one per param. */
@@ -103,19 +103,6 @@ function toLayout(b: NativeBackend, a: Float32Array, shape: number[], from: Layo
   return dst;
 }
 
-/**
- * Which of a conv's inputs its passes read from the caller's bf16 copy, and whether its
- * forward writes bf16. Asked of the addon once per geometry, as its kernel choices are fixed
- * for the process; in bf16 mode only (writeBf16Copies), so the cache holds bf16 answers
- * only. Keyed by the geometry object itself: conv2dGeometry hands out one object per shape.
- */
-type ImplInfo = ReturnType<NativeAddon['convImplInfo']>;
-const implInfoCache = new WeakMap<ConvGeometry, ImplInfo>();
-function implInfo(geometry: ConvGeometry): ImplInfo {
-  let t = implInfoCache.get(geometry);
-  if (!t) implInfoCache.set(geometry, (t = addon().convImplInfo({ geometry })));
-  return t;
-}
 const takesBf16 = (geometry: ConvGeometry) => implInfo(geometry).takesBf16;
 
 /** The f32 array to hand a kernel for activation a, or undefined if it holds no values. */

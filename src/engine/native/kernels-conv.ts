@@ -2,7 +2,7 @@
 // anything else (NCHW, dilations, other dtypes) runs the cpu reference kernel.
 import * as tf from '@tensorflow/tfjs-core';
 
-import type { ConvGeometry } from './addon';
+import type { ConvGeometry, NativeAddon } from './addon';
 import { addon, alloc, allF32, type Attrs, type Backend, bf16CopyOf, f32, fallback, need, output, size } from './util';
 
 type ExplicitPad = [[number, number], [number, number], [number, number], [number, number]];
@@ -89,6 +89,20 @@ function computeGeometry(xShape: number[], filterShape: number[], stride: number
   if (!geom)
     throw new Error(`native engine: no oneDNN geometry for a ${filterShape.join('x')} conv of ${xShape.join('x')}`);
   return geom;
+}
+
+/**
+ * Which of a conv's inputs its passes read from the caller's bf16 copy, and whether its
+ * forward writes bf16. Asked of the addon once per geometry, as its kernel choices are fixed
+ * for the process; in bf16 mode only (writeBf16Copies), so the cache holds bf16 answers
+ * only. Keyed by the geometry object itself: conv2dGeometry hands out one object per shape.
+ */
+type ImplInfo = ReturnType<NativeAddon['convImplInfo']>;
+const implInfoCache = new WeakMap<ConvGeometry, ImplInfo>();
+export function implInfo(geometry: ConvGeometry): ImplInfo {
+  let t = implInfoCache.get(geometry);
+  if (!t) implInfoCache.set(geometry, (t = addon().convImplInfo({ geometry })));
+  return t;
 }
 
 const conv2d: tf.KernelFunc = (args) => {

@@ -2,9 +2,11 @@
 // loops (native/batchnorm.cc, native/elementwise.cc), with their gradients.
 import * as tf from '@tensorflow/tfjs-core';
 
-import { ADD_RELU_KERNEL, BN_ADD_RELU_KERNEL, BN_TRAIN_KERNEL, SHORTCUT_A_KERNEL } from '../ops';
+import { ADD_RELU_KERNEL, BN_ADD_RELU_KERNEL, BN_TRAIN_KERNEL, CONV_BN_INFER_KERNEL, SHORTCUT_A_KERNEL } from '../ops';
 import type { BinaryOp } from './addon';
-import { addon, alloc, allF32, type Backend, bf16CopyFor, f32, fallback, need, output, size } from './util';
+import type { NativeBackend } from './backend';
+import { conv2dGeometry, implInfo } from './kernels-conv';
+import { addon, alloc, allF32, type Backend, bf16CopyFor, bf16CopyOf, f32, fallback, need, output, size } from './util';
 
 /** [dx, dgamma, dbeta] of ResnetBatchNormTrain; inputs {dy, x, y, gamma, mean, variance}. */
 export const BN_TRAIN_GRAD_KERNEL = 'ResnetBatchNormTrainGrad';
@@ -176,8 +178,52 @@ const fusedBatchNorm: tf.KernelFunc = (args) => {
     rows,
     channels,
     epsilon: (args.attrs?.varianceEpsilon as number | undefined) ?? 0.001,
+    relu: false,
   });
   return output(b, x.shape, y);
+};
+
+// ResnetConvBnInfer (src/engine/ops.ts convBnInfer): the conv writes its output into
+// scratch that never becomes a tensor, so where a bf16 forward writes bf16 it stays bf16
+// (the conv writes 2 bytes a value and the batch norm reads 2) instead of being widened to
+// an f32 tensor for tfjs's FusedBatchNorm; then BN, the residual and the ReLU in one pass.
+// The same float operations as conv2d -> batchNormInfer -> addRelu (the tests compare).
+const convBnInfer: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+  const b = backend as NativeBackend;
+  const [x, w, gamma, beta, mean, variance] = need(inputs, 'x', 'w', 'gamma', 'beta', 'mean', 'variance');
+  const residual = inputs.residual;
+  if (!allF32(b, x, w, gamma, beta, mean, variance, residual)) {
+    throw new Error(`${CONV_BN_INFER_KERNEL}: needs float32 tensors`);
+  }
+  const geometry = conv2dGeometry(x.shape, w.shape, attrs!.stride as number);
+  const outShape = [geometry.batch, geometry.outHeight, geometry.outWidth, geometry.outChannels];
+  const n = size(outShape);
+  const xv = f32(b, x);
+  const z = alloc(b, n);
+  const zBf16 = b.writeBf16Copies && implInfo(geometry).writesBf16.forwardY ? bf16CopyFor(b, z) : null;
+  addon().convForward({
+    x: xv,
+    xBf16: bf16CopyOf(b, xv),
+    filter: f32(b, w),
+    ...(zBf16 ? { yBf16: zBf16 } : { y: z }),
+    geometry,
+  });
+  const y = alloc(b, n);
+  addon().bnInfer({
+    ...(zBf16 ? { xBf16: zBf16 } : { x: z }),
+    mean: f32(b, mean),
+    variance: f32(b, variance),
+    offset: f32(b, beta),
+    scale: f32(b, gamma),
+    residual: residual ? f32(b, residual) : null,
+    y,
+    rows: n / geometry.outChannels,
+    channels: geometry.outChannels,
+    epsilon: attrs!.epsilon as number,
+    relu: Boolean(attrs!.relu),
+  });
+  b.releaseScratch(z);
+  return output(b, outShape, y);
 };
 
 export const fusedKernels: Record<string, tf.KernelFunc> = {
@@ -190,6 +236,7 @@ export const fusedKernels: Record<string, tf.KernelFunc> = {
   [SHORTCUT_A_KERNEL]: shortcutA,
   [SHORTCUT_A_GRAD_KERNEL]: shortcutAGrad,
   FusedBatchNorm: fusedBatchNorm,
+  [CONV_BN_INFER_KERNEL]: convBnInfer,
 };
 
 /** BN's gradient; at a block's end (a residual input) the kernel's 4th output is its gradient. */
