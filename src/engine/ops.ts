@@ -42,7 +42,8 @@ export const BODY_TRAIN_KERNEL = 'ResnetTrainBody';
 /**
  * A conv -> BN unit in inference mode: relu(BN(conv(x, w)) + residual) with a residual (a
  * block's end), else relu?(BN(conv(x, w))), BN with the running statistics. inputs {x, w,
- * gamma, beta, mean, variance, residual?}; attrs {stride, relu, epsilon}; outputs [y].
+ * gamma, beta, mean, variance, residual?}; attrs {stride, relu, epsilon}; outputs [y]. No
+ * gradient: evaluation and the analyses' inference passes only.
  */
 export const CONV_BN_INFER_KERNEL = 'ResnetConvBnInfer';
 
