@@ -259,11 +259,19 @@ uint16_t *readBf16Out(const Args &a, const char *key, int64_t M, int64_t C, cons
   return p;
 }
 
-// An optional bf16 input [M, C] (key): NHWC only, as the bf16 convolutions write it.
-const uint16_t *readBf16In(const Args &a, const char *key, int64_t M, int64_t C, const Layout &l) {
-  const uint16_t *p = a.optU16(key, M * C);
-  if (p && l.blocked) a.fail(std::string(key) + " is only read in layout nhwc");
-  return p;
+// The batch-norm input [M, C]: x (f32), or xBf16 (bf16, NHWC only, as the bf16
+// convolutions write it); exactly one of them.
+struct Input {
+  const float *x;
+  const uint16_t *xb;
+};
+
+Input readInput(const Args &a, int64_t M, int64_t C, const Layout &l) {
+  const uint16_t *xb = a.optU16("xBf16", M * C);
+  if (!xb) return {a.f32("x", M * C), nullptr};
+  if (l.blocked) a.fail("xBf16 is only read in layout nhwc");
+  if (a.optF32("x", M * C)) a.fail("takes x or xBf16, not both");
+  return {nullptr, xb};
 }
 
 // bnTrainForward({ x | xBf16, gamma, beta, y?, mean, variance, rows, channels, epsilon, relu,
@@ -287,9 +295,9 @@ Napi::Value BnTrainForward(const Napi::CallbackInfo &info) {
   float *y = a.optF32("y", M * C), *mean = a.f32("mean", C), *var = a.f32("variance", C);
   const float *residual = a.optF32("residual", M * C);
   const Layout l = readLayout(a, M, C);
-  const uint16_t *xb = readBf16In(a, "xBf16", M, C, l);
-  const float *x = xb ? nullptr : a.f32("x", M * C);
-  if (xb && a.optF32("x", M * C)) a.fail("takes x or xBf16, not both");
+  const Input in = readInput(a, M, C, l);
+  const float *x = in.x;
+  const uint16_t *xb = in.xb;
   uint16_t *yBf16 = readBf16Out(a, "yBf16", M, C, l);
   if (!y && !yBf16) a.fail("needs y, yBf16 or both");
 
@@ -456,9 +464,9 @@ Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
   const bool relu = a.flag("relu");
   const Layout l = readLayout(a, M, C);
   const float *dy = a.f32("dy", M * C), *dyAdd = a.optF32("dyAdd", M * C);
-  const uint16_t *xb = readBf16In(a, "xBf16", M, C, l);
-  const float *x = xb ? nullptr : a.f32("x", M * C);
-  if (xb && a.optF32("x", M * C)) a.fail("takes x or xBf16, not both");
+  const Input in = readInput(a, M, C, l);
+  const float *x = in.x;
+  const uint16_t *xb = in.xb;
   // The ReLU mask's source: y, or (y left out) yBf16, the forward's bf16 copy of it.
   const uint16_t *yb = relu ? a.optU16("yBf16", M * C) : nullptr;
   const float *y = relu ? (yb ? a.optF32("y", M * C) : a.f32("y", M * C)) : nullptr;
@@ -477,8 +485,9 @@ Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
       const char *b = static_cast<const char *>(p), *gb = reinterpret_cast<const char *>(g);
       return p && b < gb + M * C * 4 && gb < b + bytes;
     };
-    if ((g != dy && overlaps(dy, M * C * 4)) || overlaps(dyAdd, M * C * 4) || overlaps(x, M * C * 4) || overlaps(xb, M * C * 2) ||
-        overlaps(y, M * C * 4) || overlaps(yb, M * C * 2) || overlaps(dx, M * C * 4) || overlaps(dxb, M * C * 2)) {
+    if ((g != dy && overlaps(dy, M * C * 4)) || overlaps(dyAdd, M * C * 4) || overlaps(x, M * C * 4) ||
+        overlaps(xb, M * C * 2) || overlaps(y, M * C * 4) || overlaps(yb, M * C * 2) || overlaps(dx, M * C * 4) ||
+        overlaps(dxb, M * C * 2)) {
       a.fail("g must be dy itself or an array of its own");
     }
   }
@@ -532,9 +541,9 @@ Napi::Value BnInfer(const Napi::CallbackInfo &info) {
   const int64_t M = sh.M, C = sh.C;
   const double eps = a.number("epsilon");
   const Layout l{C};
-  const uint16_t *xb = readBf16In(a, "xBf16", M, C, l);
-  const float *x = xb ? nullptr : a.f32("x", M * C);
-  if (xb && a.optF32("x", M * C)) a.fail("takes x or xBf16, not both");
+  const Input in = readInput(a, M, C, l);
+  const float *x = in.x;
+  const uint16_t *xb = in.xb;
   const float *mean = a.f32("mean", C), *var = a.f32("variance", C);
   const float *offset = a.optF32("offset", C), *scale = a.optF32("scale", C);
   const float *residual = a.optF32("residual", M * C);
