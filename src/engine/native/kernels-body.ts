@@ -26,7 +26,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { BODY_SHORTCUTS, BODY_TRAIN_KERNEL, type BodyShortcut } from '../ops';
 import type { ConvGeometry, Layout } from './addon';
 import type { NativeBackend } from './backend';
-import { conv2dGeometry, implInfo } from './kernels-conv';
+import { bf16OutputFor, conv2dGeometry, implInfo } from './kernels-conv';
 import { addon, alloc, allF32, bf16CopyFor, bf16CopyOf, f32, need, output, size } from './util';
 
 /** Gradients of ResnetTrainBody: inputs {dy, h}; attrs as the forward; outputs one per param. */
@@ -131,7 +131,7 @@ const bodyForward: tf.KernelFunc = ({ inputs, backend, attrs }) => {
     // z, the conv's output: a bf16 forward writes it in bf16 only, and the batch norm reads
     // it so, forward and backward (the f32 array then only keys the copy, as dz's below).
     const z = alloc(b, n);
-    const zBf16 = b.writeBf16Copies && implInfo(geometry).writesBf16.forwardY ? bf16CopyFor(b, z) : null;
+    const zBf16 = bf16OutputFor(b, geometry, z);
     if (zBf16) st.bf16Only.add(z);
     // (The stem's 16-channel output is the same bytes in either layout.)
     const convLayout: Layout = i === 0 ? 'nhwc' : layout;

@@ -3,6 +3,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 
 import type { ConvGeometry, NativeAddon } from './addon';
+import type { NativeBackend } from './backend';
 import { addon, alloc, allF32, type Attrs, type Backend, bf16CopyOf, f32, fallback, need, output, size } from './util';
 
 type ExplicitPad = [[number, number], [number, number], [number, number], [number, number]];
@@ -103,6 +104,14 @@ export function implInfo(geometry: ConvGeometry): ImplInfo {
   let t = implInfoCache.get(geometry);
   if (!t) implInfoCache.set(geometry, (t = addon().convImplInfo({ geometry })));
   return t;
+}
+
+/**
+ * Where a conv's forward writes its output z in bf16 (bf16 mode; writesBf16), the pooled bf16
+ * array it writes instead of z (which then only keys it); else null: it writes z itself.
+ */
+export function bf16OutputFor(b: NativeBackend, geometry: ConvGeometry, z: Float32Array): Uint16Array | null {
+  return b.writeBf16Copies && implInfo(geometry).writesBf16.forwardY ? b.bf16CopyFor(z) : null;
 }
 
 const conv2d: tf.KernelFunc = (args) => {

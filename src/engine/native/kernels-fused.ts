@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { ADD_RELU_KERNEL, BN_ADD_RELU_KERNEL, BN_TRAIN_KERNEL, CONV_BN_INFER_KERNEL, SHORTCUT_A_KERNEL } from '../ops';
 import type { BinaryOp } from './addon';
 import type { NativeBackend } from './backend';
-import { conv2dGeometry, implInfo } from './kernels-conv';
+import { bf16OutputFor, conv2dGeometry } from './kernels-conv';
 import { addon, alloc, allF32, type Backend, bf16CopyFor, bf16CopyOf, f32, fallback, need, output, size } from './util';
 
 /** [dx, dgamma, dbeta] of ResnetBatchNormTrain; inputs {dy, x, y, gamma, mean, variance}. */
@@ -200,7 +200,7 @@ const convBnInfer: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const n = size(outShape);
   const xv = f32(b, x);
   const z = alloc(b, n);
-  const zBf16 = b.writeBf16Copies && implInfo(geometry).writesBf16.forwardY ? bf16CopyFor(b, z) : null;
+  const zBf16 = bf16OutputFor(b, geometry, z);
   addon().convForward({
     x: xv,
     xBf16: bf16CopyOf(b, xv),
