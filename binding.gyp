@@ -9,6 +9,8 @@
         "native/addon.cc",
         "native/conv.cc",
         "native/batchnorm.cc",
+        "native/batchnorm-loops.cc",
+        "native/batchnorm-loops-avx512.cc",
         "native/elementwise.cc",
         "native/sgd.cc",
         "native/mpi.cc",
@@ -23,8 +25,12 @@
       # operation whose result a select then drops; without it, batch norm's backward with two
       # incoming gradients (dy + dyAdd under the ReLU mask) was not vectorized, 17x slower.
       # It changes no value: no reassociation, no contraction.
-      "cflags": ["-O3", "-fopenmp", "-fno-trapping-math"],
-      "cflags_cc": ["-O3", "-std=c++17", "-fexceptions", "-fopenmp", "-fno-trapping-math"],
+      # -ffp-contract=off: a * b + c is always two roundings, never one FMA (GCC's default
+      # for C++ fuses them wherever the target has FMA), so the AVX-512 copy of our loops
+      # (native/batchnorm-loops-avx512.cc) computes the same bits as the baseline one. No
+      # -march: the addon runs on any x86-64 CPU; faster ISAs by run-time choice.
+      "cflags": ["-O3", "-fopenmp", "-fno-trapping-math", "-ffp-contract=off"],
+      "cflags_cc": ["-O3", "-std=c++17", "-fexceptions", "-fopenmp", "-fno-trapping-math", "-ffp-contract=off"],
       "ldflags": ["-fopenmp"],
       "libraries": ["-ldnnl"],
       "conditions": [

@@ -1,244 +1,12 @@
-// Batch normalization over the rows of an NHWC (or nChw16c: Layout in common.h) tensor
-// viewed as [M = N*H*W, C], with the ReLU that follows it fused in (forward: clamp;
-// backward: mask by the saved output), and at the end of a residual block the shortcut's
-// addition too.
-//
-// Hand-written OpenMP loops rather than oneDNN's batch_normalization: with channels
-// innermost each row is one or a few SIMD vectors, so every pass is a plain streaming
-// loop, and we control the reduction order. Each thread reduces a fixed contiguous range
-// of rows into its own partial sums (float within short blocks, double across blocks),
-// and the partials are added in thread order, so results are bit-identical run to run for
-// a given thread count.
-#include <algorithm>
-#include <cmath>
-#include <cstring>
-#include <functional>
-
-#include "common.h"
+// Batch normalization's N-API functions: bnTrainForward, bnTrainBackward and bnInfer read
+// and check their arguments here and run the loops of batchnorm-loops.cc (the copy for
+// this CPU: bnLoops()). Activations are [rows = N*H*W, channels] views of NHWC (or
+// nChw16c: Layout in common.h) tensors; the ReLU after batch norm, and at the end of a
+// residual block the shortcut's addition, are fused in.
+#include "batchnorm-loops.h"
 
 namespace rn {
 namespace {
-
-constexpr int64_t kBlock = 64;  // rows summed in float before folding into double
-// Rows per step of the elementwise passes that also write a bf16 copy: the f32 results of
-// a step are converted while they are still in L1 (one call of the vector converter).
-constexpr int64_t kCopyRows = 64;
-
-// This thread's buffer of at least n floats, kept across calls (the OpenMP threads persist).
-float *stepBuffer(int64_t n) {
-  static thread_local std::vector<float> buffer;
-  if (int64_t(buffer.size()) < n) buffer.resize(n);
-  return buffer.data();
-}
-
-// x[i], or with X16 the bf16 value xb[i] widened to f32 (exact): the convolution's output
-// z written in bf16 by a bf16 convolution (--precision bf16), read by both passes of the
-// forward and both of the backward. 2 bytes instead of 4 per read (see BnTrainForward).
-template <bool X16>
-inline float loadX(const float *x, const uint16_t *xb, int64_t i) {
-  if constexpr (X16) {
-    const uint32_t u = uint32_t(xb[i]) << 16;
-    float f;
-    std::memcpy(&f, &u, sizeof f);
-    return f;
-  } else {
-    return x[i];
-  }
-}
-
-// Calls f(BLOCKED, X16) for the three input forms: nhwc f32, nChw16c f32, nhwc bf16 (bf16
-// arrays are nhwc only, so the fourth is never instantiated).
-template <typename F>
-void withInput(bool blocked, bool x16, F &&f) {
-  if (x16) return f(std::false_type{}, std::true_type{});
-  if (blocked) return f(std::true_type{}, std::false_type{});
-  f(std::false_type{}, std::false_type{});
-}
-
-int teamSize(int64_t elements) { return elements < kParallelMin ? 1 : omp_get_max_threads(); }
-
-// The channel count as a compile-time constant when it is one of the CIFAR nets' widths
-// (16, 32, 64), else 0 and read at run time. With a constant width the per-row loops
-// unroll fully and the per-channel running sums stay in registers instead of going
-// through memory every row (the statistics pass alone: 1.7x faster at 131072 x 16 in a
-// standalone test on an AMD EPYC Zen 5).
-template <int64_t W>
-struct Width {
-  int64_t runtime;
-  int64_t operator()() const { return W > 0 ? W : runtime; }
-  operator int64_t() const { return (*this)(); }
-};
-
-template <typename F>
-void withWidth(int64_t C, F &&f) {
-  switch (C) {
-    case 16: return f(Width<16>{C});
-    case 32: return f(Width<32>{C});
-    case 64: return f(Width<64>{C});
-    default: return f(Width<0>{C});
-  }
-}
-
-constexpr int64_t kStackChannels = 64;
-
-// The loops over an [M, C] tensor in either layout go by runs: f(o, c0, n, rows, stride)
-// handles `rows` consecutive rows whose channels [c0, c0 + n) sit at o + i * stride for the
-// run's i-th row: in NHWC all channels of a range of rows; in nChw16c 16 channels of rows
-// of one image, contiguous in memory. (c0, n and stride are compile-time constants where
-// they can be, so the loops unroll and the sums stay in registers.)
-//
-// The elementwise passes: every row, spread over the team in steps of kCopyRows rows; in
-// nChw16c the steps follow memory order, plane by plane, so each array is one stream (a
-// first version that visited each row's channel blocks in turn made batch norm ~30 %
-// slower at 16x16x32). step(r0, r1) runs after each NHWC step (the bf16 copies).
-template <bool BLOCKED, typename Wd, typename F, typename Step>
-void forAllRuns(const Layout &l, int64_t M, Wd width, int nt, F &&f, Step &&step) {
-  const int64_t steps = (M + kCopyRows - 1) / kCopyRows;
-  if constexpr (!BLOCKED) {
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t s = 0; s < steps; ++s) {
-      const int64_t r0 = s * kCopyRows, r1 = std::min(M, r0 + kCopyRows);
-      f(r0 * width(), std::integral_constant<int64_t, 0>{}, width, r1 - r0, width);
-      step(r0, r1);
-    }
-  } else {
-    // Memory position q (in rows of 16 floats) of plane p = q / HW: image p / (C / 16),
-    // channel block p % (C / 16).
-    const int64_t blocks = width() / 16, total = M * blocks;
-    const int64_t memSteps = (total + kCopyRows - 1) / kCopyRows;
-    constexpr std::integral_constant<int64_t, 16> sixteen;
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t s = 0; s < memSteps; ++s) {
-      const int64_t q1 = std::min(total, (s + 1) * kCopyRows);
-      for (int64_t q = s * kCopyRows; q < q1;) {
-        const int64_t p = q / l.HW, end = std::min(q1, (p + 1) * l.HW);
-        f(q * 16, (p % blocks) * 16, sixteen, end - q, sixteen);
-        q = end;
-      }
-    }
-  }
-}
-
-// sums[t*2C + c] += f(row, c) and sums[t*2C + C + c] += g(row, c) over thread t's rows,
-// in float over blocks of kBlock rows (counted from the thread's first row), in double
-// across blocks. runFn(o, c0, n, rows, stride, f1, f2) adds one run of rows (as above)
-// into the float sums f1[c0, c0 + n), f2[c0, c0 + n). In nChw16c the runs follow memory
-// order, plane by plane; a block that spans two images is finished in the next image's
-// plane, so every channel still sums the same rows in the same order as in NHWC.
-template <bool BLOCKED, typename Wd, typename RunFn>
-void reduceRows(const Layout &l, int64_t M, Wd width, std::vector<double> &partials, int nt, RunFn runFn) {
-  const int64_t C = width();
-  partials.assign(size_t(nt) * 2 * C, 0.0);
-#pragma omp parallel num_threads(nt)
-  {
-    const int t = omp_get_thread_num();
-    int64_t begin, end;
-    threadRange(M, t, omp_get_num_threads(), begin, end);
-    double *s1 = &partials[size_t(t) * 2 * C];
-    double *s2 = s1 + C;
-    float onStack[2 * kStackChannels];
-    std::vector<float> onHeap(C > kStackChannels ? 2 * C : 0);
-    float *f1 = C > kStackChannels ? onHeap.data() : onStack, *f2 = f1 + C;
-    // Zeroes channels [c0, c0 + n) of the float sums, or folds them into the double ones.
-    auto zero = [&](int64_t c0, int64_t n) {
-      for (int64_t c = c0; c < c0 + n; ++c) f1[c] = f2[c] = 0.f;
-    };
-    auto fold = [&](int64_t c0, int64_t n) {
-      for (int64_t c = c0; c < c0 + n; ++c) {
-        s1[c] += f1[c];
-        s2[c] += f2[c];
-      }
-    };
-    if constexpr (!BLOCKED) {
-      for (int64_t b = begin; b < end; b += kBlock) {
-        zero(0, C);
-        const int64_t e = std::min(end, b + kBlock);
-        runFn(b * C, std::integral_constant<int64_t, 0>{}, width, e - b, width, f1, f2);
-        fold(0, C);
-      }
-    } else {
-      constexpr std::integral_constant<int64_t, 16> sixteen;
-      for (int64_t img = begin / l.HW; img * l.HW < end; ++img) {
-        const int64_t r0 = std::max(begin, img * l.HW), r1 = std::min(end, (img + 1) * l.HW);
-        for (int64_t cb = 0; cb < C / 16; ++cb) {
-          for (int64_t r = r0; r < r1;) {
-            const int64_t blockEnd = std::min(end, begin + ((r - begin) / kBlock + 1) * kBlock);
-            const int64_t e = std::min(r1, blockEnd);
-            if ((r - begin) % kBlock == 0) zero(cb * 16, 16);
-            runFn((img * C + cb * 16) * l.HW + (r - img * l.HW) * 16, cb * 16, sixteen, e - r, sixteen, f1, f2);
-            if (e == blockEnd) fold(cb * 16, 16);
-            r = e;
-          }
-        }
-      }
-    }
-  }
-}
-
-// Adds the threads' partials in thread order (the determinism promise above).
-void combine(const std::vector<double> &partials, int nt, int64_t C, std::vector<double> &s1,
-             std::vector<double> &s2) {
-  s1.assign(C, 0.0);
-  s2.assign(C, 0.0);
-  for (int t = 0; t < nt; ++t) {
-    const double *p = &partials[size_t(t) * 2 * C];
-    for (int64_t c = 0; c < C; ++c) {
-      s1[c] += p[c];
-      s2[c] += p[C + c];
-    }
-  }
-}
-
-// y = x * scale[c] + shift[c] (+ res, the residual block's shortcut), optionally clamped at
-// 0; with BF16 also yb = bf16(y), the next convolution's input (see toBf16).
-template <bool RELU, bool RES, bool BF16, bool BLOCKED, bool X16, typename Wd>
-void affineT(const float *x, const uint16_t *xb, const float *scale, const float *shift, const float *res,
-             float *y, uint16_t *yb, int64_t M, Wd width, const Layout &l, int nt) {
-  const int64_t C = width();
-  // Without y (BF16 only, so NHWC): each step's f32 results go to a per-thread buffer, as in
-  // the backward's dx.
-  forAllRuns<BLOCKED>(
-      l, M, width, nt,
-      [&](int64_t o, auto c0, auto n, int64_t rows, auto stride) {
-        const float *k = scale + c0, *b = shift + c0;
-        float *buffer = y ? nullptr : stepBuffer(kCopyRows * C);
-        for (int64_t i = 0; i < rows; ++i) {
-          const float *xr = X16 ? nullptr : x + o + i * stride;
-          const uint16_t *xbr = X16 ? xb + o + i * stride : nullptr;
-          const float *rr = RES ? res + o + i * stride : nullptr;
-          float *yr = y ? y + o + i * stride : buffer + i * stride;
-#pragma omp simd
-          for (int64_t c = 0; c < n; ++c) {
-            float v = loadX<X16>(xr, xbr, c) * k[c] + b[c];
-            if constexpr (RES) v += rr[c];
-            yr[c] = RELU ? std::max(v, 0.f) : v;
-          }
-        }
-      },
-      // (bf16 copies are NHWC only: readBf16Out refuses them with nChw16c.)
-      [&](int64_t r0, int64_t r1) {
-        if constexpr (BF16 && !BLOCKED) {
-          toBf16(y ? y + r0 * C : stepBuffer(kCopyRows * C), yb + r0 * C, (r1 - r0) * C);
-        }
-      });
-}
-
-// x (f32) or xb (bf16, nhwc) is the input.
-void affine(const float *x, const uint16_t *xb, const float *scale, const float *shift, const float *res,
-            float *y, uint16_t *yb, int64_t M, int64_t C, const Layout &l, bool relu, int nt) {
-  withWidth(C, [&](auto w) {
-    withFlag(relu, [&](auto R) {
-      withFlag(res != nullptr, [&](auto S) {
-        withFlag(yb != nullptr, [&](auto B) {
-          withInput(l.blocked, xb != nullptr, [&](auto L, auto X) {
-            affineT<decltype(R)::value, decltype(S)::value, decltype(B)::value, decltype(L)::value,
-                    decltype(X)::value>(x, xb, scale, shift, res, y, yb, M, w, l, nt);
-          });
-        });
-      });
-    });
-  });
-}
 
 // rows (M) and channels (C) of an [M, C] view of an NHWC tensor.
 struct Shape2 {
@@ -289,158 +57,25 @@ Napi::Value BnTrainForward(const Napi::CallbackInfo &info) {
   const Args a(info, "bnTrainForward");
   const Shape2 sh = readShape(a);
   const int64_t M = sh.M, C = sh.C;
-  const double eps = a.number("epsilon");
-  const bool relu = a.flag("relu");
-  const float *gamma = a.f32("gamma", C), *beta = a.f32("beta", C);
-  float *y = a.optF32("y", M * C), *mean = a.f32("mean", C), *var = a.f32("variance", C);
-  const float *residual = a.optF32("residual", M * C);
-  const Layout l = readLayout(a, M, C);
-  const Input in = readInput(a, M, C, l);
-  const float *x = in.x;
-  const uint16_t *xb = in.xb;
-  uint16_t *yBf16 = readBf16Out(a, "yBf16", M, C, l);
-  if (!y && !yBf16) a.fail("needs y, yBf16 or both");
-
-  // Sums of (x - x[0]) rather than of x: shifting by a sample keeps the one-pass variance
-  // E[d^2] - E[d]^2 free of cancellation when |mean| >> std.
-  std::vector<float> shift(C);
-  for (int64_t c = 0; c < C; ++c) shift[c] = xb ? loadX<true>(nullptr, xb, l.at(0, c)) : x[l.at(0, c)];
-  const int nt = teamSize(M * C);
-  std::vector<double> partials, s1, s2;
-  withWidth(C, [&](auto w) {
-    withInput(l.blocked, xb != nullptr, [&](auto L, auto X) {
-      constexpr bool X16 = decltype(X)::value;
-      reduceRows<decltype(L)::value>(
-          l, M, w, partials, nt,
-          [&](int64_t o, auto c0, auto n, int64_t rows, auto stride, float *f1, float *f2) {
-            const float *__restrict sh = shift.data() + c0;
-            float *__restrict g1 = f1 + c0, *__restrict g2 = f2 + c0;
-            for (int64_t i = 0; i < rows; ++i) {
-              const float *__restrict xr = X16 ? nullptr : x + o + i * stride;
-              const uint16_t *__restrict xbr = X16 ? xb + o + i * stride : nullptr;
-#pragma omp simd
-              for (int64_t c = 0; c < n; ++c) {
-                const float d = loadX<X16>(xr, xbr, c) - sh[c];
-                g1[c] += d;
-                g2[c] += d * d;
-              }
-            }
-          });
-    });
-  });
-  combine(partials, nt, C, s1, s2);
-
-  std::vector<float> scale(C), bias(C);
-  for (int64_t c = 0; c < C; ++c) {
-    const double m1 = s1[c] / M;
-    const double v = std::max(s2[c] / M - m1 * m1, 0.0);
-    const double mu = shift[c] + m1;
-    const double k = gamma[c] / std::sqrt(v + eps);
-    mean[c] = float(mu);
-    var[c] = float(v);
-    scale[c] = float(k);
-    bias[c] = float(beta[c] - mu * k);
-  }
-  affine(x, xb, scale.data(), bias.data(), residual, y, yBf16, M, C, l, relu, nt);
+  BnForwardArgs p{};
+  p.rows = M;
+  p.channels = C;
+  p.epsilon = a.number("epsilon");
+  p.relu = a.flag("relu");
+  p.gamma = a.f32("gamma", C);
+  p.beta = a.f32("beta", C);
+  p.y = a.optF32("y", M * C);
+  p.mean = a.f32("mean", C);
+  p.variance = a.f32("variance", C);
+  p.residual = a.optF32("residual", M * C);
+  p.layout = readLayout(a, M, C);
+  const Input in = readInput(a, M, C, p.layout);
+  p.x = in.x;
+  p.xBf16 = in.xb;
+  p.yBf16 = readBf16Out(a, "yBf16", M, C, p.layout);
+  if (!p.y && !p.yBf16) a.fail("needs y, yBf16 or both");
+  bnLoops().trainForward(p);
   return info.Env().Undefined();
-}
-
-// The two passes of the backward, templated on the ReLU so the inner loops are
-// branch-free: g = dy * mask with mask = (y > 0) as 0/1. EMIT: also store g in gOut (the
-// gradient of a residual input), inside the first pass's SIMD loop (a separate loop made
-// the call 8x slower: 8.1 vs 1.0 ms at 131072 x 16 on an AMD EPYC); the second pass then
-// reads g instead of dy, dyAdd and y, and gOut may be dy itself, overwritten in place (no
-// read for ownership of a fresh array): a block's last unit in stage 1 moves 64 instead of
-// 88 MB.
-// BF16: also store dx in bf16 in dxb (the incoming gradient of the convolution before).
-// ADD: the incoming gradient is dy + dyAdd, summed as it is read (a residual block's input
-// feeds its conv and its shortcut: the two gradients meet here instead of in a separate
-// add over the whole tensor).
-// y > 0 of the forward's output, from y or, when Y16, from its bf16 copy: a positive
-// finite bf16 value is 0x0001..0x7f80 as a signed 16-bit integer (NaN and -0 fail as in
-// f32). The two masks agree except where y is a positive f32 denormal, which the
-// conversion (toBf16) rounds or flushes to 0.
-template <bool Y16>
-inline bool positive(const float *y, const uint16_t *yb, int64_t i) {
-  if constexpr (Y16) {
-    const int16_t v = int16_t(yb[i]);
-    return v > 0 && v <= 0x7f80;
-  } else {
-    return y[i] > 0.f;
-  }
-}
-
-template <bool RELU, bool EMIT, bool BF16, bool BLOCKED, bool ADD, bool Y16, bool X16, typename Wd>
-void bnBackwardPasses(const float *dy, const float *dyAdd, const float *x, const uint16_t *xb, const float *y,
-                      const uint16_t *yb,
-                      const float *mean, int64_t M, Wd width, const Layout &l, int nt,
-                      std::vector<double> &partials, std::vector<double> &sg, std::vector<double> &sgx,
-                      const std::function<void(std::vector<float> &, std::vector<float> &,
-                                               std::vector<float> &)> &fold,
-                      float *dx, float *gOut, uint16_t *dxb) {
-  const int64_t C = width();
-  reduceRows<BLOCKED>(
-      l, M, width, partials, nt,
-      [&](int64_t o, auto c0, auto n, int64_t rows, auto stride, float *f1, float *f2) {
-        const float *__restrict mu = mean + c0;
-        float *__restrict g1 = f1 + c0, *__restrict g2 = f2 + c0;
-        for (int64_t i = 0; i < rows; ++i) {
-          // (dy and gOut may be one array: each element is read, then written, by its own
-          // iteration only, so they are not __restrict.)
-          const float *dyr = dy + o + i * stride, *__restrict xr = X16 ? nullptr : x + o + i * stride;
-          const uint16_t *__restrict xbr = X16 ? xb + o + i * stride : nullptr;
-          const float *__restrict yr = RELU && !Y16 ? y + o + i * stride : nullptr;
-          const uint16_t *__restrict ybr = RELU && Y16 ? yb + o + i * stride : nullptr;
-          const float *__restrict ar = ADD ? dyAdd + o + i * stride : nullptr;
-          float *gr = EMIT ? gOut + o + i * stride : nullptr;
-#pragma omp simd
-          for (int64_t c = 0; c < n; ++c) {
-            float g = ADD ? dyr[c] + ar[c] : dyr[c];
-            if constexpr (RELU) g = positive<Y16>(yr, ybr, c) ? g : 0.f;
-            if constexpr (EMIT) gr[c] = g;
-            g1[c] += g;
-            g2[c] += g * (loadX<X16>(xr, xbr, c) - mu[c]);
-          }
-        }
-      });
-  combine(partials, nt, C, sg, sgx);
-  std::vector<float> k(C), b(C), d(C);
-  fold(k, b, d);
-  const float *kp = k.data(), *bp = b.data(), *dp = d.data();
-  // Without dx (BF16 only, so NHWC: one call of f per step, at o = r0 * C) each step's f32
-  // results go to a per-thread buffer of one step, converted from there.
-  forAllRuns<BLOCKED>(
-      l, M, width, nt,
-      [&](int64_t o, auto c0, auto n, int64_t rows, auto stride) {
-        const float *kc = kp + c0, *bc = bp + c0, *dc = dp + c0;
-        float *buffer = dx ? nullptr : stepBuffer(kCopyRows * C);
-        for (int64_t i = 0; i < rows; ++i) {
-          const int64_t at = o + i * stride;
-          const float *dyr = dy + at, *xr = X16 ? nullptr : x + at;
-          const uint16_t *xbr = X16 ? xb + at : nullptr;
-          const float *yr = RELU && !Y16 ? y + at : nullptr;
-          const uint16_t *ybr = RELU && Y16 ? yb + at : nullptr;
-          const float *ar = ADD ? dyAdd + at : nullptr;
-          const float *gr = EMIT ? gOut + at : nullptr;
-          float *dxr = dx ? dx + at : buffer + (at - o);
-#pragma omp simd
-          for (int64_t c = 0; c < n; ++c) {
-            float g;
-            if constexpr (EMIT) {
-              g = gr[c];  // the first pass's (same float operations)
-            } else {
-              g = ADD ? dyr[c] + ar[c] : dyr[c];
-              if constexpr (RELU) g = positive<Y16>(yr, ybr, c) ? g : 0.f;
-            }
-            dxr[c] = kc[c] * g + bc[c] * loadX<X16>(xr, xbr, c) + dc[c];
-          }
-        }
-      },
-      [&](int64_t r0, int64_t r1) {
-        if constexpr (BF16 && !BLOCKED) {
-          toBf16(dx ? dx + r0 * C : stepBuffer(kCopyRows * C), dxb + r0 * C, (r1 - r0) * C);
-        }
-      });
 }
 
 // bnTrainBackward({ dy, dyAdd?, x | xBf16, y?, yBf16?, gamma, mean, variance, dx?, dgamma, dbeta,
@@ -450,83 +85,55 @@ void bnBackwardPasses(const float *dy, const float *dyAdd, const float *x, const
 // and 2). The f32 write and its read-for-ownership are 16 of the ~70-100 MB a stage-1 call
 // moves: ResNet-56 bf16 step, batch-norm backward 158 -> 138 ms (medians of 3 alternating
 // profiles, AMX Xeon). y (the forward's output) is needed only with relu, and then may be
-// replaced by yBf16, the forward's bf16 copy of it (see positive()). With dyAdd the
-// incoming gradient is dy + dyAdd (the same float addition as adding them first). xBf16
-// stands in for x when the forward read its input from bf16 (bnTrainForward).
-// With g = relu ? dy * (y > 0) : dy and xhat = (x - mean) / sqrt(var + eps):
-//   dbeta = sum g, dgamma = sum g * xhat,
-//   dx = gamma / sqrt(var + eps) * (g - dbeta / M - xhat * dgamma / M).
+// replaced by yBf16, the forward's bf16 copy of it (see positive() in batchnorm-loops.cc).
+// With dyAdd the incoming gradient is dy + dyAdd (the same float addition as adding them
+// first). xBf16 stands in for x when the forward read its input from bf16 (bnTrainForward).
 Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
   const Args a(info, "bnTrainBackward");
   const Shape2 sh = readShape(a);
   const int64_t M = sh.M, C = sh.C;
-  const double eps = a.number("epsilon");
-  const bool relu = a.flag("relu");
+  BnBackwardArgs p{};
+  p.rows = M;
+  p.channels = C;
+  p.epsilon = a.number("epsilon");
+  p.relu = a.flag("relu");
   const Layout l = readLayout(a, M, C);
-  const float *dy = a.f32("dy", M * C), *dyAdd = a.optF32("dyAdd", M * C);
+  p.layout = l;
+  p.dy = a.f32("dy", M * C);
+  p.dyAdd = a.optF32("dyAdd", M * C);
   const Input in = readInput(a, M, C, l);
-  const float *x = in.x;
-  const uint16_t *xb = in.xb;
+  p.x = in.x;
+  p.xBf16 = in.xb;
   // The ReLU mask's source: y, or (y left out) yBf16, the forward's bf16 copy of it.
-  const uint16_t *yb = relu ? a.optU16("yBf16", M * C) : nullptr;
-  const float *y = relu ? (yb ? a.optF32("y", M * C) : a.f32("y", M * C)) : nullptr;
-  const float *gamma = a.f32("gamma", C), *mean = a.f32("mean", C), *var = a.f32("variance", C);
-  float *dx = a.optF32("dx", M * C), *dgamma = a.f32("dgamma", C), *dbeta = a.f32("dbeta", C);
+  p.yBf16 = p.relu ? a.optU16("yBf16", M * C) : nullptr;
+  p.y = p.relu ? (p.yBf16 ? a.optF32("y", M * C) : a.f32("y", M * C)) : nullptr;
+  p.gamma = a.f32("gamma", C);
+  p.mean = a.f32("mean", C);
+  p.variance = a.f32("variance", C);
+  p.dx = a.optF32("dx", M * C);
+  p.dgamma = a.f32("dgamma", C);
+  p.dbeta = a.f32("dbeta", C);
   // g (optional, [M, C]): receives dy masked by the ReLU, the gradient of a residual input
   // (the masked dy is the gradient of a block's shortcut: written in the pass that computes
   // it anyway, instead of by a separate ReLU-mask pass). It may be dy itself (overwritten),
   // and must not overlap any other array.
-  float *g = a.optF32("g", M * C);
+  p.g = a.optF32("g", M * C);
   // dxBf16 (optional Uint16Array [M, C]): receives dx in bf16.
-  uint16_t *dxb = readBf16Out(a, "dxBf16", M, C, l);
-  if (!dx && !dxb) a.fail("needs dx, dxBf16 or both");
-  if (g) {
-    const auto overlaps = [&](const void *p, int64_t bytes) {
-      const char *b = static_cast<const char *>(p), *gb = reinterpret_cast<const char *>(g);
-      return p && b < gb + M * C * 4 && gb < b + bytes;
+  p.dxBf16 = readBf16Out(a, "dxBf16", M, C, l);
+  if (!p.dx && !p.dxBf16) a.fail("needs dx, dxBf16 or both");
+  if (p.g) {
+    const auto overlaps = [&](const void *q, int64_t bytes) {
+      const char *b = static_cast<const char *>(q), *gb = reinterpret_cast<const char *>(p.g);
+      return q && b < gb + M * C * 4 && gb < b + bytes;
     };
-    if ((g != dy && overlaps(dy, M * C * 4)) || overlaps(dyAdd, M * C * 4) || overlaps(x, M * C * 4) ||
-        overlaps(xb, M * C * 2) || overlaps(y, M * C * 4) || overlaps(yb, M * C * 2) || overlaps(dx, M * C * 4) ||
-        overlaps(dxb, M * C * 2)) {
+    if ((p.g != p.dy && overlaps(p.dy, M * C * 4)) || overlaps(p.dyAdd, M * C * 4) || overlaps(p.x, M * C * 4) ||
+        overlaps(p.xBf16, M * C * 2) || overlaps(p.y, M * C * 4) || overlaps(p.yBf16, M * C * 2) ||
+        overlaps(p.dx, M * C * 4) || overlaps(p.dxBf16, M * C * 2)) {
       a.fail("g must be dy itself or an array of its own");
     }
   }
-  if (yb && l.blocked) a.fail("yBf16 is only read in layout nhwc");
-  const bool y16 = relu && !y;
-
-  const int nt = teamSize(M * C);
-  std::vector<double> partials, sg, sgx;
-  // dx = k*g + b*x + d per channel, folded once from the reductions.
-  auto fold = [&](std::vector<float> &k, std::vector<float> &b, std::vector<float> &d) {
-    for (int64_t c = 0; c < C; ++c) {
-      const double inv = 1.0 / std::sqrt(double(var[c]) + eps);
-      const double kc = gamma[c] * inv;
-      const double bc = -kc * inv * inv * sgx[c] / M;
-      dbeta[c] = float(sg[c]);
-      dgamma[c] = float(sgx[c] * inv);
-      k[c] = float(kc);
-      b[c] = float(bc);
-      d[c] = float(-kc * sg[c] / M - bc * mean[c]);
-    }
-  };
-  withWidth(C, [&](auto w) {
-    withFlag(relu, [&](auto R) {
-      withFlag(g != nullptr, [&](auto E) {
-        withFlag(dxb != nullptr, [&](auto B) {
-          withInput(l.blocked, xb != nullptr, [&](auto L, auto X) {
-            withFlag(dyAdd != nullptr, [&](auto A) {
-              withFlag(y16, [&](auto Y) {
-                bnBackwardPasses<decltype(R)::value, decltype(E)::value, decltype(B)::value,
-                                 decltype(L)::value, decltype(A)::value, decltype(Y)::value,
-                                 decltype(X)::value>(dy, dyAdd, x, xb, y, yb, mean, M, w, l, nt, partials, sg,
-                                                     sgx, fold, dx, g, dxb);
-              });
-            });
-          });
-        });
-      });
-    });
-  });
+  if (p.yBf16 && l.blocked) a.fail("yBf16 is only read in layout nhwc");
+  bnLoops().trainBackward(p);
   return info.Env().Undefined();
 }
 
@@ -539,22 +146,21 @@ Napi::Value BnInfer(const Napi::CallbackInfo &info) {
   const Args a(info, "bnInfer");
   const Shape2 sh = readShape(a);
   const int64_t M = sh.M, C = sh.C;
-  const double eps = a.number("epsilon");
-  const Layout l{C};
-  const Input in = readInput(a, M, C, l);
-  const float *x = in.x;
-  const uint16_t *xb = in.xb;
-  const float *mean = a.f32("mean", C), *var = a.f32("variance", C);
-  const float *offset = a.optF32("offset", C), *scale = a.optF32("scale", C);
-  const float *residual = a.optF32("residual", M * C);
-  float *y = a.f32("y", M * C);
-  std::vector<float> k(C), b(C);
-  for (int64_t c = 0; c < C; ++c) {
-    const double kc = (scale ? scale[c] : 1.0) / std::sqrt(double(var[c]) + eps);
-    k[c] = float(kc);
-    b[c] = float((offset ? offset[c] : 0.0) - mean[c] * kc);
-  }
-  affine(x, xb, k.data(), b.data(), residual, y, nullptr, M, C, l, a.flag("relu"), teamSize(M * C));
+  BnInferArgs p{};
+  p.rows = M;
+  p.channels = C;
+  p.epsilon = a.number("epsilon");
+  const Input in = readInput(a, M, C, Layout{C});
+  p.x = in.x;
+  p.xBf16 = in.xb;
+  p.mean = a.f32("mean", C);
+  p.variance = a.f32("variance", C);
+  p.offset = a.optF32("offset", C);
+  p.scale = a.optF32("scale", C);
+  p.residual = a.optF32("residual", M * C);
+  p.y = a.f32("y", M * C);
+  p.relu = a.flag("relu");
+  bnLoops().infer(p);
   return info.Env().Undefined();
 }
 

@@ -181,6 +181,13 @@ inline Layout readLayout(const Args &a, int64_t M, int64_t C, int64_t HW = 0) {
 // bf16 convolutions are only enabled on CPUs with those instructions (setConvPrecision).
 void toBf16(const float *src, uint16_t *dst, int64_t n);
 
+// Whether this process runs the AVX-512 copies of our own loops (batchnorm-loops-avx512.cc),
+// which needs a CPU with AVX-512 F, BW, DQ and VL: by default on such Intel CPUs when
+// oneDNN may use AVX-512 too (its ONEDNN_MAX_CPU_ISA, e.g. AVX2, caps both);
+// RESNET_EXP_LOOPS=avx512 or =generic overrides the default (to measure or compare the
+// two). Fixed for the process (addon.cc).
+bool avx512Loops();
+
 // Calls f with std::true_type or std::false_type: turns a run-time flag into a template
 // argument, so the hot loops are compiled once per combination without branches inside.
 template <typename F>
