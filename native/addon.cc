@@ -104,13 +104,13 @@ Napi::Value NumProcs(const Napi::CallbackInfo &info) {
   return Napi::Number::New(info.Env(), omp_get_num_procs());
 }
 
-// version(): e.g. "oneDNN 2.6.3 (ISA avx512_core_amx), own loops avx512": oneDNN's and the
-// ISA of our own loops (avx512Loops).
+// version(): e.g. "oneDNN 2.6.3 (ISA avx512_core_amx), batch-norm loops avx512": oneDNN's ISA and
+// which copy of our batch-norm loops runs (avx512Loops).
 Napi::Value Version(const Napi::CallbackInfo &info) {
   const dnnl_version_t *v = dnnl_version();
   std::string s = "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
                   std::to_string(v->patch) + " (ISA " + isaName(dnnl::get_effective_cpu_isa()) +
-                  "), own loops " + (avx512Loops() ? "avx512" : "generic");
+                  "), batch-norm loops " + (avx512Loops() ? "avx512" : "generic");
   return Napi::String::New(info.Env(), s);
 }
 

@@ -45,8 +45,8 @@ describe('AVX-512 and baseline copies of the loops', { skip: skipReason }, () =>
   it('batch norm forward, backward and inference give the same bits in both copies', () => {
     const fast = probe('avx512');
     const base = probe('generic');
-    assert.match(fast.version, /own loops avx512$/);
-    assert.match(base.version, /own loops generic$/);
+    assert.match(fast.version, /batch-norm loops avx512$/);
+    assert.match(base.version, /batch-norm loops generic$/);
     // 5 shapes (widths 16/32/64/48, nhwc and nChw16c) x inputs x relu x residual, 3 functions
     assert.equal(Object.keys(fast.hashes).length, 104);
     const differ = Object.keys(fast.hashes).filter((k) => fast.hashes[k] !== base.hashes[k]);
@@ -63,14 +63,14 @@ describe('AVX-512 and baseline copies of the loops', { skip: skipReason }, () =>
     };
     // Intel CPUs with AVX-512 run its copy; AMD's the baseline one (addon.cc says why).
     const amd = /AuthenticAMD/.test(cpuFlags);
-    assert.match(version(), amd ? /own loops generic$/ : /own loops avx512$/);
+    assert.match(version(), amd ? /batch-norm loops generic$/ : /batch-norm loops avx512$/);
     // oneDNN's ISA cap below AVX-512 caps our loops as well.
     assert.match(
       spawnSync(process.execPath, ['-e', `console.log(require(${JSON.stringify(ADDON)}).version())`], {
         env: { ...process.env, RESNET_EXP_LOOPS: '', ONEDNN_MAX_CPU_ISA: 'AVX2' },
         encoding: 'utf8',
       }).stdout,
-      /\(ISA avx2\), own loops generic/,
+      /\(ISA avx2\), batch-norm loops generic/,
     );
     assert.equal(
       version('fast'),
