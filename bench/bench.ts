@@ -6,6 +6,7 @@
 //
 //   npm run bench [-- --rounds 4 --steps 10 --warmup 5 --nets resnet-20,resnet-56 --engines native]
 // With OpenMPI, a data-parallel column (2 ranks x 1 thread) joins the native one.
+import * as os from 'node:os';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -33,6 +34,8 @@ interface Measure {
   gflops?: number;
   peak_rss_mib?: number;
   tensors_flat?: boolean;
+  /** the engine's version line, e.g. "oneDNN 2.6.3 (ISA avx512_core_amx), batch-norm loops avx512" */
+  version?: string;
 }
 
 function jsonLine(stdout: string, key: string): Measure | undefined {
@@ -188,6 +191,7 @@ function main(): void {
   const failures: string[] = [];
   const peaks: number[] = [];
   let peakIsa = '';
+  const versions: Record<string, string> = {};
   for (let r = 0; r < rounds; r++) {
     const p = fmaPeak();
     if (typeof p === 'string') failures.push(`FMA peak: ${p}`);
@@ -207,6 +211,7 @@ function main(): void {
         ((results[net] ??= {})[side] ??= []).push(m.img_s_median);
         round[side] = m.img_s_median;
         extra[`${net}/${side}`] = m;
+        if (m.version) versions[side] = m.version;
         process.stderr.write(`round ${r + 1} ${net} ${side}: ${m.img_s_median} img/s\n`);
       }
       for (const e of engines) {
@@ -225,6 +230,9 @@ function main(): void {
   const peak = peaks.length ? Math.max(...peaks) : NaN;
   const ofPeak = (gf: number) =>
     Number.isFinite(gf) ? `${gf.toFixed(0)}${peaks.length ? ` (${((100 * gf) / peak).toFixed(0)}%)` : ''}` : '-';
+  // What ran: the CPU (README tables name it) and each engine's kernels.
+  console.log(`CPU: ${os.cpus()[0]?.model ?? 'unknown'}`);
+  for (const [side, v] of Object.entries(versions)) console.log(`${side}: ${v}`);
   console.log(
     peaks.length
       ? `FP32 FMA peak of ${threads} threads (${peakIsa}, native/peak.cc): ${peak.toFixed(0)} GFLOP/s ` +
