@@ -87,6 +87,15 @@ describe('bad input: one line, non-zero exit', () => {
     assert.notEqual(cli(['run', '--depth', '20', '--engine', 'gpu']).status, 0);
     oneLineError(cli(['run', '--depth', '20', '--lr', 'fast', '--data-dir', data]), /--lr/);
   });
+  it('a bad RESNET_EXP_LOOPS stops the run; --engine auto does not fall back to a slower engine', { skip }, () => {
+    const out = path.join(work, 'bad-loops');
+    const env = { RESNET_EXP_LOOPS: 'fast' };
+    const expected = /RESNET_EXP_LOOPS must be avx512 or generic, not "fast"/;
+    oneLineError(cli(runArgs(out), { env }), expected);
+    oneLineError(cli(runArgs(out, ['--engine', 'native']), { env }), expected);
+    oneLineError(cli(runArgs(out, ['--precision', 'bf16']), { env }), expected);
+    assert.ok(!fs.existsSync(path.join(out, 'metrics.csv')), 'nothing trained');
+  });
 });
 
 describe('summary', () => {

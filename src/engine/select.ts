@@ -109,6 +109,9 @@ export async function selectEngine(
       e.reason = `auto: ${[...skipped, `${label} loads`].join('; ')}`;
       return e;
     } catch (err) {
+      // (By name: importing native/index.ts here would load its modules for every engine.)
+      if ((err as Error)?.name === 'NativeConfigError')
+        throw new EngineError(firstLine(err).replace(/^resnet_native: /, ''));
       skipped.push(problem(err));
     }
   }

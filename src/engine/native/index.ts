@@ -7,6 +7,11 @@ import { NATIVE_BACKEND, NativeBackend, registerNativeBackend } from './backend'
 
 export { NATIVE_BACKEND, NATIVE_KERNELS } from './backend';
 
+/** The native engine is built but refuses this process's configuration (see select.ts). */
+export class NativeConfigError extends Error {
+  override name = 'NativeConfigError';
+}
+
 /**
  * Loads the addon (throws a one-line Error if it is not built), registers and activates
  * the 'native' backend, and returns the Engine description. threads defaults to every core;
@@ -14,6 +19,14 @@ export { NATIVE_BACKEND, NATIVE_KERNELS } from './backend';
  */
 export async function loadNativeEngine(threads?: number, precision: Precision = 'fp32'): Promise<Engine> {
   const addon = loadAddon();
+  // Built and loaded: a failure here is this process's configuration (RESNET_EXP_LOOPS, read
+  // by the addon on first use), which --engine auto must report, not answer with a slower engine.
+  let version: string;
+  try {
+    version = addon.version();
+  } catch (e) {
+    throw new NativeConfigError((e as Error).message);
+  }
   const n = threads ?? addon.numProcs();
   if (!Number.isInteger(n) || n < 1) throw new Error(`native engine: invalid thread count ${n}`);
   addon.setThreads({ threads: n });
@@ -28,7 +41,7 @@ export async function loadNativeEngine(threads?: number, precision: Precision = 
   return {
     name: 'native',
     reason: 'oneDNN addon built (build/Release/resnet_native.node)',
-    version: addon.version(),
+    version,
     threads: addon.getThreads(),
     precision,
     warning,
