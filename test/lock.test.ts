@@ -6,7 +6,15 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
-import { acquireLock, LockError, processStart, readLock, type LockInfo } from '../src/experiment/lock';
+import {
+  acquireLock,
+  LockError,
+  processStart,
+  readLock,
+  removeStale,
+  takeoverClaim,
+  type LockInfo,
+} from '../src/experiment/lock';
 import { ROOT, tempDir } from './helpers';
 
 const linux = fs.existsSync('/proc/self/stat');
@@ -114,37 +122,79 @@ describe('run lock', () => {
     }
   });
 
+  it('a stale lock is removed only under its takeover claim, and only if it is still the one judged', async () => {
+    const dir = tempDir();
+    const file = path.join(dir, 'run.lock');
+    const claim = takeoverClaim(file, 'dead-holder');
+    const claimer = (pid: number): LockInfo => ({
+      host: os.hostname(),
+      pid,
+      start: processStart(pid),
+      heartbeat: Date.now(),
+      token: 'claimer',
+    });
+    // A live process is taking the stale lock over: the others leave it to it.
+    writeLock(dir, { pid: 99999999, token: 'dead-holder' });
+    fs.writeFileSync(claim, JSON.stringify(claimer(process.pid)));
+    await assert.rejects(acquireLock(dir), (e: Error) => {
+      assert.ok(e instanceof LockError);
+      assert.match(e.message, /run\.lock is being taken over from its stale holder; the takeover is held by pid \d+/);
+      return true;
+    });
+    assert.equal(readLock(file)?.token, 'dead-holder', 'the claimed lock is left to its claimer');
+    // The claimer died half-way: its claim is stale in turn, taken over the same way.
+    fs.writeFileSync(claim, JSON.stringify(claimer(99999999)));
+    const lock = await acquireLock(dir);
+    assert.equal(readLock(file)?.pid, process.pid);
+    assert.deepEqual(fs.readdirSync(dir), ['run.lock'], 'no claim left');
+    // A late contender that judged the old lock stale gets the claim and finds the new lock: no removal.
+    assert.equal(removeStale(file, 'dead-holder', claimer(process.pid)), null);
+    assert.deepEqual(fs.readdirSync(dir), ['run.lock'], 'the new lock stays, the claim goes');
+    assert.equal(readLock(file)?.pid, process.pid);
+    fs.writeFileSync(takeoverClaim(file, 'gone'), JSON.stringify(claimer(99999999)));
+    lock.release();
+    // A claim left by a takeover that died after removing its lock goes with the next acquisition.
+    const next = await acquireLock(dir);
+    assert.deepEqual(fs.readdirSync(dir), ['run.lock'], 'the left claim is gone');
+    next.release();
+  });
+
   it('processes racing for a stale lock: exactly one wins, none waits for ever', async () => {
     const dir = tempDir();
-    const go = path.join(tempDir(), 'go');
+    const ctl = tempDir();
+    const go = path.join(ctl, 'go');
+    const done = path.join(ctl, 'done');
     writeLock(dir, { pid: 99999999 }); // stale: every contender tries to take it over
-    // The built module (pretest builds it): plain node starts far faster than tsx.
+    // The built module (pretest builds it): plain node starts far faster than tsx. A winner
+    // holds the lock until every racer has reported, so a slow racer cannot win after it.
     const script = `
       const fs = require('node:fs');
       const { acquireLock } = require(${JSON.stringify(path.join(ROOT, 'dist/experiment/lock.js'))});
       console.log('ready');
-      const wait = () => fs.existsSync(${JSON.stringify(go)}) ? race() : setTimeout(wait, 5);
-      const race = () => acquireLock(process.argv[1]).then(
-        (l) => { console.log('won'); setTimeout(() => l.release(), 1000); },
-        (e) => { console.log('lost ' + e.constructor.name); });
-      wait();`;
+      const when = (f, then) => fs.existsSync(f) ? then() : setTimeout(() => when(f, then), 2);
+      when(${JSON.stringify(go)}, () => acquireLock(process.argv[1]).then(
+        (l) => { console.log('won'); when(${JSON.stringify(done)}, () => l.release()); },
+        (e) => { console.log('lost ' + e.constructor.name); }));`;
+    const n = 8;
     let ready = 0;
+    let reported = 0;
     const racers = Array.from(
-      { length: 4 },
+      { length: n },
       () =>
         new Promise<string>((resolve) => {
           const c = spawn(process.execPath, ['-e', script, dir], { stdio: ['ignore', 'pipe', 'inherit'] });
           let out = '';
           c.stdout.on('data', (d: Buffer) => {
             out += d.toString();
-            if (/ready/.test(d.toString()) && ++ready === 4) fs.writeFileSync(go, '');
+            if (/ready/.test(d.toString()) && ++ready === n) fs.writeFileSync(go, '');
+            if (/won|lost/.test(d.toString()) && ++reported === n) fs.writeFileSync(done, '');
           });
           c.on('exit', () => resolve(out.replace('ready', '').trim()));
         }),
     );
     const results = await Promise.all(racers);
     assert.equal(results.filter((r) => r === 'won').length, 1, results.join(', '));
-    assert.equal(results.filter((r) => r === 'lost LockError').length, 3, results.join(', '));
-    assert.deepEqual(fs.readdirSync(dir), [], 'no lock or temp file left');
+    assert.equal(results.filter((r) => r === 'lost LockError').length, n - 1, results.join(', '));
+    assert.deepEqual(fs.readdirSync(dir), [], 'no lock, claim or temp file left');
   });
 });

@@ -11,9 +11,9 @@
 // - a lock on this host holds while its pid is alive with the same start time (Linux:
 //   /proc/<pid>/stat field 22), so a pid reused by an unrelated process is seen as stale;
 // - a lock of another host holds while its heartbeat is fresher than staleSeconds();
-// - a stale lock is renamed away to a unique name first: only one contender can rename
-//   it, and the contender checks that the file it got is the one it judged stale.
-import { randomBytes } from 'node:crypto';
+// - a stale lock is removed only under a takeover claim (see removeStale), so a contender
+//   that judged an old lock stale never removes the newer lock that replaced it.
+import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -190,6 +190,80 @@ export class RunLock {
   }
 }
 
+/** What tells one lock (or claim) from another: its token; unreadable debris has none. */
+function lockId(lock: LockInfo | null | undefined): string | undefined {
+  return lock === undefined ? undefined : lock === null ? 'unreadable' : lock.token;
+}
+
+/** The claim a contender creates before it removes `file`, judged stale with id `id`. */
+export function takeoverClaim(file: string, id: string): string {
+  // The id comes from a file anyone could have written: hashed into a safe name. The claimed
+  // file's name is in the hash too, so a claim on a (dead) claim never names itself.
+  const hash = createHash('sha256')
+    .update(`${path.basename(file)}\n${id}`)
+    .digest('hex');
+  return path.join(path.dirname(file), `${LOCK_FILE}.takeover-${hash.slice(0, 16)}`);
+}
+
+const TAKEOVER_PREFIX = `${LOCK_FILE}.takeover-`;
+
+/** Creates `target` holding `info`, complete or not at all: false when it exists. */
+function linkNew(dir: string, info: LockInfo, target: string): boolean {
+  const tmp = writeTemp(dir, info);
+  try {
+    fs.linkSync(tmp, target);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    return false;
+  } finally {
+    fs.rmSync(tmp, { force: true });
+  }
+}
+
+/**
+ * Removes `file`, judged stale with id `judged`, unless it changed since. Returns null when
+ * the caller should look at run.lock again, or why it has to wait.
+ *
+ * Of the contenders that judged the same lock stale, only the one that creates the claim
+ * run.lock.takeover-<id> (an exclusive link) may remove it, and only after reading it again.
+ * Nothing else removes or replaces a lock of that id (its holder is gone), so the file it reads
+ * is the file it removes. Renaming the lock aside, as before, was not enough: a contender
+ * that judged an old lock stale could move the newer lock that replaced it, and a third
+ * process could take the free name meanwhile: two holders until the next heartbeat (seen in CI).
+ */
+export function removeStale(file: string, judged: string, info: LockInfo, depth = 0): string | null {
+  const claim = takeoverClaim(file, judged);
+  if (!linkNew(path.dirname(file), info, claim)) {
+    const other = readLock(claim);
+    if (other === undefined) return null; // that takeover just finished
+    const reason = holdReason(other);
+    if (reason !== null) return `being taken over from its stale holder; the takeover is ${reason}`;
+    // A bound for claims that are debris on debris (written by hand); a real chain needs a
+    // claimer killed inside its few microseconds at every level.
+    if (depth >= 3) return `stuck: ${claim} is left by an unfinished takeover; remove it`;
+    // The claimer died half-way: its claim is a stale lock of its own, removed the same way.
+    return removeStale(claim, lockId(other)!, info, depth + 1);
+  }
+  try {
+    if (lockId(readLock(file)) === judged) fs.rmSync(file, { force: true });
+  } finally {
+    fs.rmSync(claim, { force: true });
+  }
+  return null;
+}
+
+/**
+ * Claims of takeovers that died half-way: moot once this process holds the lock, since the
+ * ids they claim never come back. The claim on our own id is not ours to remove.
+ */
+function removeLeftClaims(dir: string, ours: string): void {
+  const keep = path.basename(takeoverClaim(path.join(dir, LOCK_FILE), ours));
+  for (const name of fs.readdirSync(dir)) {
+    if (name.startsWith(TAKEOVER_PREFIX) && name !== keep) fs.rmSync(path.join(dir, name), { force: true });
+  }
+}
+
 /** One attempt: the lock, or the reason it is held. */
 function tryAcquire(dir: string): RunLock | string {
   const file = path.join(dir, LOCK_FILE);
@@ -200,48 +274,17 @@ function tryAcquire(dir: string): RunLock | string {
     heartbeat: Date.now(),
     token: randomBytes(8).toString('hex'),
   };
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const tmp = writeTemp(dir, info);
-    try {
-      fs.linkSync(tmp, file);
+  for (let attempt = 0; attempt < 5; attempt++) {
+    if (linkNew(dir, info, file)) {
+      removeLeftClaims(dir, info.token);
       return new RunLock(dir, info);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    } finally {
-      fs.rmSync(tmp, { force: true });
     }
     const held = readLock(file);
     if (held === undefined) continue; // released meanwhile: try again
-    const reason = holdReason(held);
+    const reason = holdReason(held) ?? removeStale(file, lockId(held)!, info);
     if (reason !== null) return `${file} is ${reason}`;
-    takeOverStale(file, held);
   }
   return `${file} keeps changing hands; try again`;
-}
-
-/**
- * Moves a stale lock out of the way, race-free: rename is atomic, so of two contenders only
- * one gets the file; it then checks that the file it moved is the lock it judged stale. If
- * a live lock was moved by mistake (a third process took over in between), it is put back.
- */
-function takeOverStale(file: string, judged: LockInfo | null): void {
-  const aside = `${file}.stale-${process.pid}-${randomBytes(4).toString('hex')}`;
-  try {
-    fs.renameSync(file, aside);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return; // another contender was first
-    throw e;
-  }
-  const moved = readLock(aside);
-  const same = judged === null ? moved === null : moved?.token === judged.token;
-  if (!same) {
-    try {
-      fs.linkSync(aside, file); // put it back, unless someone holds run.lock already
-    } catch {
-      // The folder is locked by a newer holder; the one we moved learns it at its next heartbeat.
-    }
-  }
-  fs.rmSync(aside, { force: true });
 }
 
 export interface AcquireOptions {

@@ -249,7 +249,7 @@ export class RunFolder {
   /** Temp files of writes a kill interrupted: a leftover could hold a full disk full. */
   private removeTempFiles(): void {
     for (const name of fs.readdirSync(this.dir)) {
-      // run.lock.* temp/stale files of other processes may be in use right now; theirs.
+      // run.lock.* temp files and takeover claims of other processes may be in use now: lock.ts's.
       if (name.startsWith(LOCK_FILE)) continue;
       if (name.includes(TEMP_MARK)) fs.rmSync(path.join(this.dir, name), { force: true });
     }
