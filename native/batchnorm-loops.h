@@ -40,7 +40,9 @@ struct BnBackwardArgs {
   Layout layout;
   double epsilon;
   bool relu;
-  const float *dy, *dyAdd;  // dyAdd optional
+  const float *dy;          // dy or dyBf16 (nhwc, with dxBf16 only), exactly one
+  const uint16_t *dyBf16;
+  const float *dyAdd;       // optional
   const float *x;           // x or xBf16 (nhwc), exactly one
   const uint16_t *xBf16;
   const float *y;           // with relu: y, or else yBf16 (nhwc)
@@ -49,7 +51,7 @@ struct BnBackwardArgs {
   float *dx;                // dx, dxBf16 (nhwc) or both
   uint16_t *dxBf16;
   float *dgamma, *dbeta;
-  float *g;                 // optional: receives g (may be dy itself)
+  float *g;                 // optional: receives g (may be dy or dyAdd itself)
 };
 
 // Inference: y = relu?(BN(x) with the given statistics + residual?), nhwc.

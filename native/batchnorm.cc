@@ -78,8 +78,8 @@ Napi::Value BnTrainForward(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
-// bnTrainBackward({ dy, dyAdd?, x | xBf16, y?, yBf16?, gamma, mean, variance, dx?, dgamma, dbeta,
-// rows, channels, epsilon, relu, g?, dxBf16?, layout?, imageSize? }), every [rows, channels]
+// bnTrainBackward({ dy | dyBf16, dyAdd?, x | xBf16, y?, yBf16?, gamma, mean, variance, dx?,
+// dgamma, dbeta, rows, channels, epsilon, relu, g?, dxBf16?, layout?, imageSize? }), every [rows, channels]
 // array in layout. dx may be left out when dxBf16 is given: then dx is written in bf16
 // only, for convolutions that read only that copy (the body kernel in bf16 mode, stages 1
 // and 2). The f32 write and its read-for-ownership are 16 of the ~70-100 MB a stage-1 call
@@ -99,7 +99,12 @@ Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
   p.relu = a.flag("relu");
   const Layout l = readLayout(a, M, C);
   p.layout = l;
-  p.dy = a.f32("dy", M * C);
+  // dy, or dyBf16: a bf16 convolution's backward data output (nhwc, with dxBf16 only: the
+  // body kernel in bf16 mode; other combinations are not compiled, see batchnorm-loops.cc).
+  p.dyBf16 = a.optU16("dyBf16", M * C);
+  p.dy = p.dyBf16 ? nullptr : a.f32("dy", M * C);
+  if (p.dyBf16 && a.optF32("dy", M * C)) a.fail("takes dy or dyBf16, not both");
+  if (p.dyBf16 && l.blocked) a.fail("dyBf16 is only read in layout nhwc");
   p.dyAdd = a.optF32("dyAdd", M * C);
   const Input in = readInput(a, M, C, l);
   p.x = in.x;
@@ -115,21 +120,23 @@ Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
   p.dbeta = a.f32("dbeta", C);
   // g (optional, [M, C]): receives dy masked by the ReLU, the gradient of a residual input
   // (the masked dy is the gradient of a block's shortcut: written in the pass that computes
-  // it anyway, instead of by a separate ReLU-mask pass). It may be dy itself (overwritten),
-  // and must not overlap any other array.
+  // it anyway, instead of by a separate ReLU-mask pass). It may be dy or dyAdd itself
+  // (overwritten), and must not overlap any other array.
   p.g = a.optF32("g", M * C);
   // dxBf16 (optional Uint16Array [M, C]): receives dx in bf16.
   p.dxBf16 = readBf16Out(a, "dxBf16", M, C, l);
   if (!p.dx && !p.dxBf16) a.fail("needs dx, dxBf16 or both");
+  if (p.dyBf16 && !p.dxBf16) a.fail("dyBf16 is only read with dxBf16 (the bf16 body)");
   if (p.g) {
     const auto overlaps = [&](const void *q, int64_t bytes) {
       const char *b = static_cast<const char *>(q), *gb = reinterpret_cast<const char *>(p.g);
       return q && b < gb + M * C * 4 && gb < b + bytes;
     };
-    if ((p.g != p.dy && overlaps(p.dy, M * C * 4)) || overlaps(p.dyAdd, M * C * 4) || overlaps(p.x, M * C * 4) ||
+    if ((p.g != p.dy && overlaps(p.dy, M * C * 4)) || (p.g != p.dyAdd && overlaps(p.dyAdd, M * C * 4)) ||
+        overlaps(p.dyBf16, M * C * 2) || overlaps(p.x, M * C * 4) ||
         overlaps(p.xBf16, M * C * 2) || overlaps(p.y, M * C * 4) || overlaps(p.yBf16, M * C * 2) ||
         overlaps(p.dx, M * C * 4) || overlaps(p.dxBf16, M * C * 2)) {
-      a.fail("g must be dy itself or an array of its own");
+      a.fail("g must be dy or dyAdd itself, or an array of its own");
     }
   }
   if (p.yBf16 && l.blocked) a.fail("yBf16 is only read in layout nhwc");

@@ -345,6 +345,7 @@ struct ConvBwdData {
   dnnl::convolution_backward_data prim;
   LayoutBridge diffDst, w, diffSrc;
   Bf16Input diffDstBf16;
+  Bf16Output diffSrcBf16;
   memory::desc scratch;
   std::string impl;
 };
@@ -441,20 +442,40 @@ std::unique_ptr<ConvFwd> makeFwd(const Geom &g) {
   return c;
 }
 
-std::unique_ptr<ConvBwdData> makeBwdData(const Geom &g) {
-  const Descs d = descsFor(g);
-  const Plan p = planFor(g, d, Pass::backwardData);
-  auto hint = forwardPd(d, p);
+dnnl::convolution_backward_data::primitive_desc backwardDataPd(const Descs &d, const Plan &p) {
   auto desc = dnnl::convolution_backward_data::desc(p.alg, p.diffSrc, withWeights(d, p.weights),
                                                     p.diffDst, d.strides, d.padL, d.padR);
-  auto pd = dnnl::convolution_backward_data::primitive_desc(desc, userScratchpad(), cpuEngine(),
-                                                            hint);
+  return dnnl::convolution_backward_data::primitive_desc(desc, userScratchpad(), cpuEngine(),
+                                                         forwardPd(d, p));
+}
+
+// A bf16 backward data writes its output, the gradient of the conv's input, in bf16 too, as
+// under PyTorch's autocast (the batch norm before reads it and computes in f32): 2 bytes a
+// value for the conv to write and for the batch norm's two backward passes to read.
+// Unless oneDNN would write bf16 only with a slow reference kernel.
+Plan backwardDataPlan(const Geom &g, const Descs &d) {
+  Plan p = planFor(g, d, Pass::backwardData);
+  if (!p.bf16) return p;
+  Plan b = p;
+  b.diffSrc = act(d, true, tag::nhwc, dt::bf16);
+  try {
+    if (fastImpl(backwardDataPd(d, b).impl_info_str())) return b;
+  } catch (const dnnl::error &) {
+  }
+  return p;
+}
+
+std::unique_ptr<ConvBwdData> makeBwdData(const Geom &g) {
+  const Descs d = descsFor(g);
+  const Plan p = backwardDataPlan(g, d);
+  auto pd = backwardDataPd(d, p);
   auto c = std::make_unique<ConvBwdData>();
   c->prim = dnnl::convolution_backward_data(pd);
   c->diffDst.init(d.dst, pd.diff_dst_desc(), true);
   c->w.init(d.wUser, pd.weights_desc(), true);
   c->diffSrc.init(d.src, pd.diff_src_desc(), false);
   c->diffDstBf16.init(pd.diff_dst_desc());
+  c->diffSrcBf16.init(pd.diff_src_desc());
   c->scratch = pd.scratchpad_desc();
   c->impl = pd.impl_info_str();
   return c;
@@ -546,27 +567,31 @@ Napi::Value ConvForward(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
-// convBackwardData({ dy?, filter, dx, geometry, layout?, dyBf16? }): dx = d(loss)/dx (dy:
-// see needF32)
+// convBackwardData({ dy?, filter, dx | dxBf16, geometry, layout?, dyBf16? }): dx =
+// d(loss)/dx (dy: see needF32). dxBf16 (instead of dx): the output in bf16, where this pass
+// writes bf16 (convImplInfo's writesBf16); an f32 dx gets the same values widened.
 Napi::Value ConvBackwardData(const Napi::CallbackInfo &info) {
   const Args a(info, "convBackwardData");
   const Geom g = readGeom(a);
   float *dy = a.optF32("dy", outSize(g)), *filter = a.f32("filter", filterSize(g));
-  float *dx = a.f32("dx", inSize(g));
-  uint16_t *dyb = a.optU16("dyBf16", outSize(g));
+  uint16_t *dyb = a.optU16("dyBf16", outSize(g)), *dxb = a.optU16("dxBf16", inSize(g));
+  float *dx = dxb ? nullptr : a.f32("dx", inSize(g));
+  if (dxb && a.optF32("dx", inSize(g))) a.fail("takes dx or dxBf16, not both");
   ConvBwdData &c = getBwdData(g);
   needF32(a, "dy", dy, dyb, c.diffDstBf16);
+  if (dxb && !c.diffSrcBf16.usable) a.fail("dxBf16: this backward data writes f32 (see convImplInfo's writesBf16)");
   auto &s = cpuStream();
   c.diffDst.bind(dy);
   c.w.bind(filter);
   c.diffSrc.bind(dx);
+  if (dxb) c.diffSrcBf16.mem.set_data_handle(dxb);
   const memory &diffDst = c.diffDstBf16.pick(c.diffDst, dyb, s);
   c.w.in(s);
   c.prim.execute(s, {{DNNL_ARG_DIFF_DST, diffDst},
                      {DNNL_ARG_WEIGHTS, c.w.internal},
-                     {DNNL_ARG_DIFF_SRC, c.diffSrc.internal},
+                     {DNNL_ARG_DIFF_SRC, dxb ? c.diffSrcBf16.mem : c.diffSrc.internal},
                      {DNNL_ARG_SCRATCHPAD, scratchpad(c.scratch)}});
-  c.diffSrc.out(s);
+  if (!dxb) c.diffSrc.out(s);
   s.wait();
   return info.Env().Undefined();
 }
@@ -600,7 +625,8 @@ Napi::Value ConvBackwardWeights(const Napi::CallbackInfo &info) {
 // convImplInfo({ geometry }): which oneDNN implementations the three passes use (for
 // profiling; a "ref" implementation here would mean a slow fallback inside oneDNN), and
 // takesBf16: which inputs a pass reads from the caller's bf16 copy when given one (never in
-// fp32 mode), and writesBf16: whether the forward can write its output in bf16 (yBf16).
+// fp32 mode), and writesBf16: whether the forward and the backward data can write their
+// outputs in bf16 (yBf16, dxBf16).
 Napi::Value ConvImplInfo(const Napi::CallbackInfo &info) {
   const Geom g = readGeom(Args(info, "convImplInfo"));
   const ConvFwd &f = getFwd(g);
@@ -618,6 +644,7 @@ Napi::Value ConvImplInfo(const Napi::CallbackInfo &info) {
   o.Set("takesBf16", bf);
   auto out = Napi::Object::New(info.Env());
   out.Set("forwardY", f.dstBf16.usable);
+  out.Set("backwardDataDx", d.diffSrcBf16.usable);
   o.Set("writesBf16", out);
   return o;
 }

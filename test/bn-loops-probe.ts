@@ -88,6 +88,27 @@ for (const [rows, channels, layout] of shapes) {
           dxBf16,
         });
         record(`backward ${tag}`, [dx, dgamma, dbeta, ...(g ? [g] : []), ...(dxBf16 ? [dxBf16] : [])]);
+        if (dxBf16) {
+          // dy in bf16 (a bf16 backward data's output), g written over dyAdd where there is one.
+          const add = dyAdd?.slice();
+          const over = relu ? (add ?? new Float32Array(n)) : undefined;
+          addon.bnTrainBackward({
+            ...geometry,
+            ...input,
+            ...mask,
+            dyBf16: bf16(n),
+            dyAdd: add,
+            gamma,
+            mean,
+            variance,
+            dgamma,
+            dbeta,
+            relu,
+            g: over,
+            dxBf16,
+          });
+          record(`backward dyBf16 ${tag}`, [dgamma, dbeta, ...(over ? [over] : []), dxBf16]);
+        }
 
         if (!blocked) {
           const yi = new Float32Array(n);

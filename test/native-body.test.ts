@@ -115,13 +115,16 @@ describe('native body kernel', { skip: skipReason }, () => {
       it(`${label} in ${precision}: bit-identical to the unit-by-unit path`, { skip }, async () => {
         // Count the batch-norm calls that write their output in bf16 only (every reader
         // takes that copy): in bf16 mode the gradients and inner activations of stages 1
-        // and 2, none in fp32; and those that read the conv's output z in bf16 (every
-        // pooled z in bf16 mode).
+        // and 2, none in fp32; those that read the conv's output z in bf16 (every pooled z
+        // in bf16 mode); those that read their incoming gradient in bf16 (a bf16 backward
+        // data's output), and write the masked gradient over the second one.
         const addon = loadAddon();
         const [forward, backward] = [addon.bnTrainForward, addon.bnTrainBackward];
         let bf16Only = 0;
         let yBf16Only = 0;
         let zBf16 = 0;
+        let dyBf16 = 0;
+        let gOverAdd = 0;
         addon.bnTrainForward = (a) => {
           if (!a.y) yBf16Only++;
           if (a.xBf16) zBf16++;
@@ -130,6 +133,8 @@ describe('native body kernel', { skip: skipReason }, () => {
         addon.bnTrainBackward = (a) => {
           if (!a.dx) bf16Only++;
           if (a.xBf16) zBf16++;
+          if (a.dyBf16) dyBf16++;
+          if (a.g && a.g === a.dyAdd) gOverAdd++;
           backward(a);
         };
         await nativeEngine.loadNativeEngine(2, precision);
@@ -141,13 +146,18 @@ describe('native body kernel', { skip: skipReason }, () => {
           [addon.bnTrainForward, addon.bnTrainBackward] = [forward, backward];
           await nativeEngine.loadNativeEngine(2);
         }
-        if (precision === 'fp32') assert.deepEqual([bf16Only, yBf16Only, zBf16], [0, 0, 0]);
+        if (precision === 'fp32') assert.deepEqual([bf16Only, yBf16Only, zBf16, dyBf16, gOverAdd], [0, 0, 0, 0, 0]);
         else {
           // Per batch size, at least the two stage-1 blocks' units and inner activations,
           // and stage 1's five units' z, forward and backward.
           assert.ok(bf16Only >= 2 * 4, `${bf16Only} batch-norm backwards wrote dx in bf16 only`);
           assert.ok(yBf16Only >= 2 * 2, `${yBf16Only} batch-norm forwards wrote y in bf16 only`);
           assert.ok(zBf16 >= 2 * 2 * 5, `${zBf16} batch-norm passes read z in bf16`);
+          // Stage 1's five units each get a backward data's output (the last block's conv2
+          // too: the stage-2 blocks' conv1 feeds it); a residual block's conv2 unit writes g
+          // over the shortcut's gradient where its own incoming one is bf16.
+          assert.ok(dyBf16 >= 2 * 5, `${dyBf16} batch-norm backwards read dy in bf16`);
+          if (!cfg.plain) assert.ok(gOverAdd >= 2, `${gOverAdd} batch-norm backwards wrote g over dyAdd`);
         }
       });
     }

@@ -1040,6 +1040,97 @@ describe('native bf16 convolutions', { skip: skipReason || (!bf16Cpu && 'this CP
     );
   });
 
+  it("a bf16 backward data writes its output in bf16, which batch norm's backward reads with the same bits as widened to f32", async () => {
+    const addon = loadAddon();
+    const stage1 = same3x3(8, 32, 16);
+    const n = 8 * 32 * 32 * 16;
+    const widen = (b: Uint16Array) => new Float32Array(new Uint32Array(b.length).map((_, i) => b[i] << 16).buffer);
+    const toBf16 = (f: Float32Array) => new Uint16Array(new Uint32Array(f.buffer).map((u) => u >>> 16));
+    const conv = { dyBf16: toBf16(rand(n, 9)), filter: rand(9 * 16 * 16, 8), geometry: stage1 };
+    await native().loadNativeEngine(2, 'bf16');
+    try {
+      assert.equal(addon.convImplInfo({ geometry: stage1 }).writesBf16.backwardDataDx, true);
+      // The conv: dxBf16, or the same values widened into an f32 dx.
+      const gb = new Uint16Array(n).fill(0xffff);
+      const gf = new Float32Array(n);
+      addon.convBackwardData({ ...conv, dxBf16: gb });
+      addon.convBackwardData({ ...conv, dx: gf });
+      assert.deepEqual(gf, widen(gb), 'f32 dx is the bf16 output widened');
+      assert.ok(new Set(gb).size > n / 100, 'the conv wrote its output');
+      assert.throws(
+        () => addon.convBackwardData({ ...conv, dx: gf, dxBf16: gb }),
+        /^Error: resnet_native: convBackwardData: takes dx or dxBf16, not both$/,
+      );
+
+      // Batch norm backward (bf16 x and mask, with and without a second gradient, g in its
+      // own array or over dyAdd): dyBf16 gives the bits dy = widened dyBf16 gives.
+      const common = { rows: n / 16, channels: 16, epsilon: 1e-5, relu: true };
+      const stats = { gamma: rand(16, 5), mean: rand(16, 6), variance: rand(16, 7).map((v) => v + 1) };
+      const [xBf16, yBf16] = [toBf16(rand(n, 1)), toBf16(rand(n, 2))];
+      const dyAdd = rand(n, 3);
+      const run = (dy: { dy: Float32Array } | { dyBf16: Uint16Array }, add: boolean, overAdd: boolean) => {
+        const out = {
+          dyAdd: add ? dyAdd.slice() : null,
+          dxBf16: new Uint16Array(n),
+          dgamma: new Float32Array(16),
+          dbeta: new Float32Array(16),
+        };
+        const g = overAdd ? out.dyAdd! : new Float32Array(n);
+        addon.bnTrainBackward({ ...common, ...stats, ...dy, ...out, xBf16, yBf16, g });
+        return { ...out, g };
+      };
+      for (const [add, overAdd] of [
+        [false, false],
+        [true, false],
+        [true, true],
+      ]) {
+        const from16 = run({ dyBf16: gb }, add, overAdd);
+        const from32 = run({ dy: gf }, add, false);
+        const what = `dyAdd=${add} g over dyAdd=${overAdd}`;
+        for (const k of ['dxBf16', 'dgamma', 'dbeta', 'g'] as const)
+          assert.deepEqual(from16[k], from32[k], `${k}, ${what}`);
+        assert.ok(
+          from16.dgamma.some((v) => v !== 0),
+          'batch norm computed',
+        );
+      }
+      const refused = (args: object, message: RegExp) =>
+        assert.throws(
+          () =>
+            addon.bnTrainBackward({
+              ...common,
+              ...stats,
+              xBf16,
+              yBf16,
+              dgamma: new Float32Array(16),
+              dbeta: new Float32Array(16),
+              ...args,
+            }),
+          message,
+        );
+      refused(
+        { dy: gf, dyBf16: gb, dxBf16: new Uint16Array(n) },
+        /^Error: resnet_native: bnTrainBackward: takes dy or dyBf16, not both$/,
+      );
+      refused(
+        { dyBf16: gb, dx: new Float32Array(n) },
+        /^Error: resnet_native: bnTrainBackward: dyBf16 is only read with dxBf16 \(the bf16 body\)$/,
+      );
+      refused(
+        { dyBf16: new Uint16Array(gf.buffer, 0, n), dxBf16: new Uint16Array(n), g: gf },
+        /^Error: resnet_native: bnTrainBackward: g must be dy or dyAdd itself, or an array of its own$/,
+      );
+    } finally {
+      await native().loadNativeEngine(2);
+    }
+    // In fp32 the backward data writes f32 only.
+    assert.equal(addon.convImplInfo({ geometry: stage1 }).writesBf16.backwardDataDx, false);
+    assert.throws(
+      () => addon.convBackwardData({ ...conv, dy: widen(conv.dyBf16), dxBf16: new Uint16Array(n) }),
+      /^Error: resnet_native: convBackwardData: dxBf16: this backward data writes f32 \(see convImplInfo's writesBf16\)$/,
+    );
+  });
+
   it('the fused inference unit gives the bits of conv2d -> batchNormInfer -> addRelu, reading the conv output in bf16 in bf16 mode', async () => {
     const addon = loadAddon();
     const bnInfer = addon.bnInfer;
@@ -1069,7 +1160,7 @@ describe('native bf16 convolutions', { skip: skipReason || (!bf16Cpu && 'this CP
     }
   });
 
-  it("batch norm backward's masked gradient g, in its own array or written over dy, with the same bits", () => {
+  it("batch norm backward's masked gradient g, in its own array or written over dy or dyAdd, with the same bits", () => {
     const addon = loadAddon();
     // Batch 8 of 16x16x32 (both threads), in both layouts, with and without a second gradient.
     const n = 8 * 16 * 16 * 32;
@@ -1078,22 +1169,24 @@ describe('native bf16 convolutions', { skip: skipReason || (!bf16Cpu && 'this CP
     const [gamma, mean, variance] = [rand(32, 5), rand(32, 6), rand(32, 7).map((v) => v + 1)];
     for (const layout of ['nhwc', 'nChw16c'] as const) {
       for (const add of [null, dyAdd]) {
-        const run = (inPlace: boolean) => {
+        const run = (where: 'own' | 'dy' | 'dyAdd') => {
           const out = {
             dy: dy.slice(),
+            dyAdd: add?.slice() ?? null,
             dx: new Float32Array(n),
             dgamma: new Float32Array(32),
             dbeta: new Float32Array(32),
           };
-          const g = inPlace ? out.dy : new Float32Array(n);
-          addon.bnTrainBackward({ ...common, ...out, dyAdd: add, x, y, gamma, mean, variance, g, layout });
+          const g = where === 'own' ? new Float32Array(n) : out[where]!;
+          addon.bnTrainBackward({ ...common, ...out, x, y, gamma, mean, variance, g, layout });
           return { ...out, g };
         };
-        const own = run(false);
-        const over = run(true);
+        const own = run('own');
         const what = `${layout}${add ? ' with dyAdd' : ''}`;
-        assert.deepEqual(over.g, own.g, `g over dy, ${what}`);
-        for (const k of ['dx', 'dgamma', 'dbeta'] as const) assert.deepEqual(over[k], own[k], `${k}, ${what}`);
+        for (const over of add ? [run('dy'), run('dyAdd')] : [run('dy')]) {
+          assert.deepEqual(over.g, own.g, `g over dy or dyAdd, ${what}`);
+          for (const k of ['dx', 'dgamma', 'dbeta'] as const) assert.deepEqual(over[k], own[k], `${k}, ${what}`);
+        }
         // g is (dy [+ dyAdd]) where y > 0, else 0 (the same float addition)
         const expected = dy.map((v, i) => (y[i] > 0 ? (add ? v + add[i] : v) : 0));
         assert.deepEqual(own.g, expected, `g, ${what}`);
@@ -1114,7 +1207,7 @@ describe('native bf16 convolutions', { skip: skipReason || (!bf16Cpu && 'this CP
             dgamma: new Float32Array(32),
             dbeta: new Float32Array(32),
           }),
-        /^Error: resnet_native: bnTrainBackward: g must be dy itself or an array of its own$/,
+        /^Error: resnet_native: bnTrainBackward: g must be dy or dyAdd itself, or an array of its own$/,
       );
     const dyItself = dy.slice();
     refused({ dy: dyItself, x, dx: dyItself, g: dyItself });

@@ -29,7 +29,9 @@ export interface NativeAddon {
     /** may be left out when this pass reads dyBf16 instead (convImplInfo's takesBf16) */
     dy?: Float32Array;
     filter: Float32Array;
-    dx: Float32Array;
+    /** the output; or (instead) dxBf16, where this pass writes bf16 (convImplInfo's writesBf16) */
+    dx?: Float32Array;
+    dxBf16?: Bf16;
     geometry: ConvGeometry;
     layout?: Layout;
     dyBf16?: Bf16;
@@ -51,7 +53,7 @@ export interface NativeAddon {
     /** which inputs a pass reads from the caller's bf16 copy when given one (never in fp32) */
     takesBf16: { forwardX: boolean; backwardDataDy: boolean; backwardWeightsX: boolean; backwardWeightsDy: boolean };
     /** whether the forward writes its output in bf16 (a bf16 forward; an f32 y gets it widened) */
-    writesBf16: { forwardY: boolean };
+    writesBf16: { forwardY: boolean; backwardDataDx: boolean };
   };
   /** Arithmetic of the convolutions from now on; 'bf16' throws without CPU support. */
   /** Returns a note for the user when the precision does not pay on this CPU, else ''. */
@@ -81,7 +83,9 @@ export interface NativeAddon {
     imageSize?: number;
   }): void;
   bnTrainBackward(a: {
-    dy: Float32Array;
+    /** or (instead) dyBf16, nhwc, with dxBf16: a bf16 backward data's output (its dxBf16) */
+    dy?: Float32Array;
+    dyBf16?: Bf16;
     /** a second incoming gradient, added to dy as it is read */
     dyAdd?: Float32Array | null;
     /** as in bnTrainForward: x or xBf16 */
@@ -102,7 +106,7 @@ export interface NativeAddon {
     channels: number;
     epsilon: number;
     relu: boolean;
-    /** receives dy masked by the ReLU: the gradient of the forward's residual */
+    /** receives dy masked by the ReLU: the gradient of the forward's residual (may be dy or dyAdd) */
     g?: Float32Array | null;
     /** receives dx in bf16 (nhwc only) */
     dxBf16?: Bf16;

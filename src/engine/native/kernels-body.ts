@@ -234,23 +234,28 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
   if (!st || st.released) throw new Error(`${BODY_TRAIN_GRAD_KERNEL}: no forward state for this output`);
   const grads: tf.TensorInfo[][] = [];
 
+  const dyOut = f32(b, dy);
+  // Input gradients that a bf16 backward data wrote in bf16 only (writesBf16): the f32 array
+  // then only keys the copy, which the batch norm before reads (as autocast: conv gradients
+  // in bf16, batch-norm arithmetic in f32).
+  const bf16Only = new Set<Float32Array>();
+  const done = (a: Float32Array) => {
+    bf16Only.delete(a);
+    if (a !== dyOut) b.releaseScratch(a);
+  };
+
   // BN (-> + residual) -> ReLU backward, then the conv's weight gradient and, unless this
   // is the stem, its input gradient. The incoming gradient is g, or g + gAdd (a block
-  // input's: see below). emit: also the masked dy (the residual's gradient), written over g
-  // itself when inPlace (g is then handed on as the masked gradient: one array fewer to
-  // write, see bnTrainBackward). Each gradient array goes back to the pool as soon as it
-  // has been used.
-  const unitBackward = (
-    i: number,
-    g: Float32Array,
-    gAdd: Float32Array | null,
-    emit: boolean,
-    needDx: boolean,
-    inPlace = false,
-  ) => {
+  // input's: see below). emit: also the masked dy (the residual's gradient), written over an
+  // incoming gradient where it may be (not the incoming tensor's own storage, not a bf16-only
+  // array): one array fewer to write, see bnTrainBackward. The caller releases the incoming
+  // arrays that did not become `masked`; every other gradient array goes back to the pool as
+  // soon as it has been used.
+  const unitBackward = (i: number, g: Float32Array, gAdd: Float32Array | null, emit: boolean, needDx: boolean) => {
     const u = st.units[i];
     const n = size(u.outShape);
     const channels = u.outShape[3];
+    const gBf16 = bf16Only.has(g) ? bf16CopyOf(b, g) : null;
     // dz, the conv's incoming gradient: in bf16 mode, when both of the conv's backward
     // passes read only its bf16 copy, the f32 array is never written (it only keys the copy).
     const dz = alloc(b, n);
@@ -259,10 +264,10 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
     const dzF32 = takes && takes.backwardWeightsDy && (!needDx || takes.backwardDataDy) ? undefined : dz;
     const dgamma = alloc(b, channels);
     const dbeta = alloc(b, channels);
-    const masked = emit ? (inPlace ? g : alloc(b, n)) : null;
+    const masked = !emit ? null : g !== dyOut && !gBf16 ? g : (gAdd ?? alloc(b, n));
     const yF32 = f32Of(st, u.y); // (else the ReLU mask comes from y's bf16 copy)
     addon().bnTrainBackward({
-      dy: g,
+      ...(gBf16 ? { dyBf16: gBf16 } : { dy: g }),
       dyAdd: gAdd,
       ...(st.bf16Only.has(u.z) ? { xBf16: bf16CopyOf(b, u.z)! } : { x: u.z }),
       y: yF32,
@@ -286,7 +291,16 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
     let dx: Float32Array | null = null;
     if (needDx) {
       dx = alloc(b, size(u.inShape));
-      addon().convBackwardData({ dy: dzF32, filter: u.w, dx, geometry, layout, dyBf16: dzBf16 });
+      const dxBf16 = bf16OutputFor(b, geometry, dx, 'backwardDataDx');
+      if (dxBf16) bf16Only.add(dx);
+      addon().convBackwardData({
+        dy: dzF32,
+        filter: u.w,
+        ...(dxBf16 ? { dxBf16 } : { dx }),
+        geometry,
+        layout,
+        dyBf16: dzBf16,
+      });
     }
     const dw = alloc(b, size(u.wShape));
     addon().convBackwardWeights({
@@ -303,23 +317,15 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
     return { dx, masked };
   };
 
-  const dyOut = f32(b, dy);
   let g = toLayout(b, dyOut, st.units[st.units.length - 1].outShape, 'nhwc', st.layout);
-  const done = (a: Float32Array) => {
-    if (a !== dyOut) b.releaseScratch(a);
-  };
   // A block's input feeds its conv1 and its shortcut, so its gradient is the sum of the
   // two (the tape would add them with Add): the sum is formed by the batch-norm backward
   // that reads it next (dyAdd), instead of by a separate pass over the tensor.
   let gAdd: Float32Array | null = null;
   for (let k = st.shortcuts.length - 1; k >= 0; k--) {
     const shortcut = st.shortcuts[k];
-    // (g is ours to overwrite unless it is the incoming gradient tensor's own storage.)
-    const emit = shortcut !== 'none';
-    const inPlace = emit && g !== dyOut;
-    const second = unitBackward(2 + 2 * k, g, gAdd, emit, true, inPlace);
-    if (!inPlace) done(g);
-    if (gAdd) done(gAdd);
+    const second = unitBackward(2 + 2 * k, g, gAdd, shortcut !== 'none', true);
+    for (const a of [g, gAdd]) if (a && a !== second.masked) done(a);
     const first = unitBackward(1 + 2 * k, second.dx!, null, false, true);
     done(second.dx!);
     gAdd = second.masked;

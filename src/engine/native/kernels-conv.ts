@@ -107,11 +107,17 @@ export function implInfo(geometry: ConvGeometry): ImplInfo {
 }
 
 /**
- * Where a conv's forward writes its output z in bf16 (bf16 mode; writesBf16), the pooled bf16
- * array it writes instead of z (which then only keys it); else null: it writes z itself.
+ * Where a conv pass writes its output in bf16 (bf16 mode; writesBf16: the forward's z, the
+ * backward data's dx), the pooled bf16 array it writes instead of `a` (which then only keys
+ * it); else null: it writes `a` itself.
  */
-export function bf16OutputFor(b: NativeBackend, geometry: ConvGeometry, z: Float32Array): Uint16Array | null {
-  return b.writeBf16Copies && implInfo(geometry).writesBf16.forwardY ? b.bf16CopyFor(z) : null;
+export function bf16OutputFor(
+  b: NativeBackend,
+  geometry: ConvGeometry,
+  a: Float32Array,
+  pass: keyof ImplInfo['writesBf16'] = 'forwardY',
+): Uint16Array | null {
+  return b.writeBf16Copies && implInfo(geometry).writesBf16[pass] ? b.bf16CopyFor(a) : null;
 }
 
 const conv2d: tf.KernelFunc = (args) => {
