@@ -91,6 +91,20 @@ class Args {
     if (!v.IsBoolean()) fail(std::string(key) + " must be true or false");
     return v.As<Napi::Boolean>().Value();
   }
+  // An array of objects of named fields (e.g. every parameter of one SGD step).
+  std::vector<Args> list(const char *key) const {
+    const Napi::Value v = o_.Get(key);
+    if (!v.IsArray()) fail(std::string(key) + " must be an array");
+    const auto a = v.As<Napi::Array>();
+    std::vector<Args> out;
+    for (uint32_t i = 0; i < a.Length(); ++i) {
+      const Napi::Value e = a.Get(i);
+      const std::string name = std::string(key) + "[" + std::to_string(i) + "]";
+      if (!e.IsObject()) fail(name + " must be an object");
+      out.emplace_back(e.As<Napi::Object>(), fn_ + " " + name);
+    }
+    return out;
+  }
   // A nested object of named fields (e.g. a convolution's geometry).
   Args object(const char *key) const {
     const Napi::Value v = o_.Get(key);

@@ -586,24 +586,34 @@ describe('native engine behaviour', { skip: skipReason }, () => {
     assert.deepEqual(fused.weights, composed.weights);
   });
 
-  it('sgdUpdate updates weights and velocity in place', async () => {
+  it('sgdUpdate updates every parameter in place in one call, with the float arithmetic of the formula', async () => {
     const engine = await native().loadNativeEngine(2);
-    const w0 = rand(40000, 80);
-    const g0 = rand(40000, 81);
-    const v0 = rand(40000, 82);
+    // Sizes of a net's parameters (a 3x3x64x64 filter, BN vectors, the FC layer), one
+    // undecayed; the threads' shares of the 77,000 values end inside parameters.
+    const sizes = [40000, 16, 36864, 10, 3, 640];
+    const decays = [1e-4, 0, 1e-4, 1e-4, 0, 1e-4];
+    const [lr, m] = [0.1, 0.9];
+    const init = sizes.map((n, j) => ({ w: rand(n, 80 + j), g: rand(n, 90 + j), v: rand(n, 100 + j) }));
     // tf.tensor keeps the typed array it is given as storage: pass copies.
-    const w = tf.variable(tf.tensor(w0.slice()));
-    const v = tf.variable(tf.tensor(v0.slice()));
-    const g = tf.tensor(g0);
-    engine.sgdUpdate!(w, g, v, 0.1, 0.9, 1e-4);
-    const wd = w.dataSync();
-    const vd = v.dataSync();
-    for (let i = 0; i < w0.length; i++) {
-      const vi = Math.fround(0.9 * v0[i] + (g0[i] + 1e-4 * w0[i]));
-      assert.ok(Math.abs(vd[i] - vi) <= 1e-6, `v[${i}]`);
-      assert.ok(Math.abs(wd[i] - (w0[i] - 0.1 * vi)) <= 1e-6, `w[${i}]`);
-    }
-    tf.dispose([w, v, g]);
+    const params = init.map(({ w, g, v }, j) => ({
+      w: tf.variable(tf.tensor(w.slice())),
+      g: tf.tensor(g),
+      v: tf.variable(tf.tensor(v.slice())),
+      weightDecay: decays[j],
+    }));
+    engine.sgdUpdate!(params, lr, m);
+    const f = Math.fround;
+    init.forEach(({ w, g, v }, j) => {
+      const wd = params[j].w.dataSync();
+      const vd = params[j].v.dataSync();
+      for (let i = 0; i < w.length; i++) {
+        // v = m * v + (g + wd * w); w -= lr * v, each operation rounded to float
+        const vi = f(f(f(m) * v[i]) + f(g[i] + f(f(decays[j]) * w[i])));
+        assert.equal(vd[i], vi, `v of param ${j} at ${i}`);
+        assert.equal(wd[i], f(w[i] - f(f(lr) * vi)), `w of param ${j} at ${i}`);
+      }
+    });
+    tf.dispose(params.flatMap(({ w, g, v }) => [w, g, v]));
   });
 
   it('takes named arguments: a missing, mistyped or short field is a one-line error naming kernel and field', () => {

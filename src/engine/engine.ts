@@ -12,6 +12,14 @@ export type EngineChoice = (typeof ENGINE_CHOICES)[number];
 export const PRECISIONS = ['fp32', 'bf16'] as const;
 export type Precision = (typeof PRECISIONS)[number];
 
+/** One parameter of an SGD step: weights, their gradient and velocity, and its decay. */
+export interface SgdParam {
+  w: tf.Variable;
+  g: tf.Tensor;
+  v: tf.Variable;
+  weightDecay: number;
+}
+
 export interface Engine {
   /** The tfjs backend that is active: 'tensorflow' (tfjs-node), 'native' (oneDNN) or 'cpu'. */
   name: 'tensorflow' | 'native' | 'cpu';
@@ -26,9 +34,9 @@ export interface Engine {
   /** One line the user should read before a long run (e.g. a precision slower on this CPU). */
   warning?: string;
   /**
-   * Optional fused, in-place SGD update of one parameter:
+   * Optional fused, in-place SGD update of every parameter of a step, in one call:
    *   v = momentum * v + (g + weightDecay * w);  w = w - lr * v
    * Engines without it get the same update written with tf ops (src/train/sgd.ts).
    */
-  sgdUpdate?(w: tf.Variable, g: tf.Tensor, v: tf.Variable, lr: number, momentum: number, weightDecay: number): void;
+  sgdUpdate?(params: SgdParam[], lr: number, momentum: number): void;
 }

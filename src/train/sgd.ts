@@ -3,7 +3,7 @@
 //   v  = momentum * v + g'
 //   w  = w - lr * v
 import * as tf from '@tensorflow/tfjs-core';
-import type { Engine } from '../engine/engine';
+import type { Engine, SgdParam } from '../engine/engine';
 
 export interface SgdConfig {
   momentum: number;
@@ -29,15 +29,17 @@ export class Sgd {
 
   /** Applies one update; `grads` is keyed by parameter name. Disposes nothing it did not make. */
   step(grads: Map<string, tf.Tensor>, lr: number): void {
-    for (const [name, w] of this.params) {
+    const params: SgdParam[] = [...this.params].map(([name, w]) => {
       const g = grads.get(name);
       if (!g) throw new Error(`no gradient for ${name}`);
       const v = this.velocities.get(name) as tf.Variable;
-      const wd = this.decayed(name) ? this.cfg.weightDecay : 0;
-      if (this.engine?.sgdUpdate) {
-        this.engine.sgdUpdate(w, g, v, lr, this.cfg.momentum, wd);
-        continue;
-      }
+      return { w, g, v, weightDecay: this.decayed(name) ? this.cfg.weightDecay : 0 };
+    });
+    if (this.engine?.sgdUpdate) {
+      this.engine.sgdUpdate(params, lr, this.cfg.momentum);
+      return;
+    }
+    for (const { w, g, v, weightDecay: wd } of params) {
       tf.tidy(() => {
         const decayedGrad = wd > 0 ? tf.add(g, tf.mul(w, wd)) : g;
         const vNew = tf.add(tf.mul(v, this.cfg.momentum), decayedGrad);

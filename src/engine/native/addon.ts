@@ -180,14 +180,11 @@ export interface NativeAddon {
     bK: number;
     bN: number;
   }): void;
-  /** v = momentum * v + (gradient + weightDecay * weights); weights -= lr * v, in place */
+  /** for every param: v = momentum * v + (gradient + weightDecay * weights); weights -= lr * v, in place */
   sgdUpdate(a: {
-    weights: Float32Array;
-    gradient: Float32Array;
-    velocity: Float32Array;
+    params: { weights: Float32Array; gradient: Float32Array; velocity: Float32Array; weightDecay: number }[];
     lr: number;
     momentum: number;
-    weightDecay: number;
   }): void;
   /** Option A's shortcut (native/elementwise.cc); x is [batch, height, width, channels]. */
   shortcutA(o: {

@@ -45,7 +45,7 @@ export async function loadNativeEngine(threads?: number, precision: Precision = 
     threads: addon.getThreads(),
     precision,
     warning,
-    sgdUpdate(w, g, v, lr, momentum, weightDecay) {
+    sgdUpdate(params, lr, momentum) {
       const backend = tf.backend();
       if (!(backend instanceof NativeBackend)) {
         throw new Error('native engine: sgdUpdate needs the active backend to be "native"');
@@ -55,18 +55,22 @@ export async function loadNativeEngine(threads?: number, precision: Precision = 
         if (!(vals instanceof Float32Array)) throw new Error(`native engine: ${what} is not float32`);
         return vals;
       };
-      if (w.size !== g.size || w.size !== v.size) {
-        throw new Error(`native engine: sgdUpdate sizes differ (${w.size}, ${g.size}, ${v.size})`);
-      }
       // In place: the variables' storage is updated without new tensors (no allocation,
       // nothing for tfjs to track). Callers must not share w's or v's storage elsewhere.
       loadAddon().sgdUpdate({
-        weights: values(w, 'weights'),
-        gradient: values(g, 'gradient'),
-        velocity: values(v, 'velocity'),
+        params: params.map(({ w, g, v, weightDecay }) => {
+          if (w.size !== g.size || w.size !== v.size) {
+            throw new Error(`native engine: sgdUpdate sizes differ (${w.size}, ${g.size}, ${v.size})`);
+          }
+          return {
+            weights: values(w, 'weights'),
+            gradient: values(g, 'gradient'),
+            velocity: values(v, 'velocity'),
+            weightDecay,
+          };
+        }),
         lr,
         momentum,
-        weightDecay,
       });
     },
   };
