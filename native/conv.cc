@@ -393,21 +393,29 @@ bool preferJitForward(const Geom &g, const Plan &p) {
   return amdAvx512() && !p.bf16 && p.alg == dnnl::algorithm::convolution_direct && g[3] < 16;
 }
 
+// Plan p of a bf16 pass with its output `out` in bf16 nhwc (`act` below), unless oneDNN
+// would write that only with a slow reference kernel (implOf: the implementation a plan
+// gets); p itself for an f32 pass.
+template <typename ImplOf>
+Plan withBf16Output(const Plan &p, memory::desc Plan::*out, const memory::desc &bf16, ImplOf implOf) {
+  if (!p.bf16) return p;
+  Plan b = p;
+  b.*out = bf16;
+  try {
+    if (fastImpl(implOf(b))) return b;
+  } catch (const dnnl::error &) {
+  }
+  return p;
+}
+
 // A bf16 forward writes its output in bf16 (mixed precision as PyTorch's autocast: the
 // batch norm that reads it computes in f32): 2 bytes a value for the conv to write and for
 // the batch norm's four passes over it (forward and backward) to read. Batch norm forward +
 // backward of a stage-1 unit (131072 x 16, bf16 copies, cold buffers), ms: 4.2-4.3 -> 3.8-4.05
-// on the AMX Xeon. Unless oneDNN would write bf16 only with a slow reference kernel.
+// on the AMX Xeon.
 Plan forwardPlan(const Geom &g, const Descs &d) {
-  Plan p = planFor(g, d, Pass::forward);
-  if (!p.bf16) return p;
-  Plan b = p;
-  b.dst = act(d, false, tag::nhwc, dt::bf16);
-  try {
-    if (fastImpl(forwardPd(d, b).impl_info_str())) return b;
-  } catch (const dnnl::error &) {
-  }
-  return p;
+  return withBf16Output(planFor(g, d, Pass::forward), &Plan::dst, act(d, false, tag::nhwc, dt::bf16),
+                        [&](const Plan &b) { return std::string(forwardPd(d, b).impl_info_str()); });
 }
 
 std::unique_ptr<ConvFwd> makeFwd(const Geom &g) {
@@ -452,17 +460,9 @@ dnnl::convolution_backward_data::primitive_desc backwardDataPd(const Descs &d, c
 // A bf16 backward data writes its output, the gradient of the conv's input, in bf16 too, as
 // under PyTorch's autocast (the batch norm before reads it and computes in f32): 2 bytes a
 // value for the conv to write and for the batch norm's two backward passes to read.
-// Unless oneDNN would write bf16 only with a slow reference kernel.
 Plan backwardDataPlan(const Geom &g, const Descs &d) {
-  Plan p = planFor(g, d, Pass::backwardData);
-  if (!p.bf16) return p;
-  Plan b = p;
-  b.diffSrc = act(d, true, tag::nhwc, dt::bf16);
-  try {
-    if (fastImpl(backwardDataPd(d, b).impl_info_str())) return b;
-  } catch (const dnnl::error &) {
-  }
-  return p;
+  return withBf16Output(planFor(g, d, Pass::backwardData), &Plan::diffSrc, act(d, true, tag::nhwc, dt::bf16),
+                        [&](const Plan &b) { return std::string(backwardDataPd(d, b).impl_info_str()); });
 }
 
 std::unique_ptr<ConvBwdData> makeBwdData(const Geom &g) {

@@ -50,6 +50,10 @@ function rand(n: number, seed: number): Float32Array {
   return out;
 }
 
+/** bf16 values as the upper halves of f32 ones (truncated), and bf16 widened back to f32 (exact). */
+const truncBf16 = (f: Float32Array) => new Uint16Array(new Uint32Array(f.buffer).map((u) => u >>> 16));
+const widen = (b: Uint16Array) => new Float32Array(new Uint32Array(b.length).map((_, i) => b[i] << 16).buffer);
+
 const tensor = (shape: number[], seed: number, scale = 1): tf.Tensor =>
   tf.tensor(
     rand(
@@ -964,10 +968,8 @@ describe('native bf16 convolutions', { skip: skipReason || (!bf16Cpu && 'this CP
     const addon = loadAddon();
     const stage1 = same3x3(8, 32, 16);
     const n = 8 * 32 * 32 * 16;
-    const widen = (b: Uint16Array) => new Float32Array(new Uint32Array(b.length).map((_, i) => b[i] << 16).buffer);
-    const conv = { xBf16: new Uint16Array(n), filter: rand(9 * 16 * 16, 8), geometry: stage1 };
     const image = rand(n, 9);
-    conv.xBf16.set(new Uint32Array(image.buffer).map((u) => u >>> 16));
+    const conv = { xBf16: truncBf16(image), filter: rand(9 * 16 * 16, 8), geometry: stage1 };
     await native().loadNativeEngine(2, 'bf16');
     try {
       assert.equal(addon.convImplInfo({ geometry: stage1 }).writesBf16.forwardY, true);
@@ -1054,9 +1056,7 @@ describe('native bf16 convolutions', { skip: skipReason || (!bf16Cpu && 'this CP
     const addon = loadAddon();
     const stage1 = same3x3(8, 32, 16);
     const n = 8 * 32 * 32 * 16;
-    const widen = (b: Uint16Array) => new Float32Array(new Uint32Array(b.length).map((_, i) => b[i] << 16).buffer);
-    const toBf16 = (f: Float32Array) => new Uint16Array(new Uint32Array(f.buffer).map((u) => u >>> 16));
-    const conv = { dyBf16: toBf16(rand(n, 9)), filter: rand(9 * 16 * 16, 8), geometry: stage1 };
+    const conv = { dyBf16: truncBf16(rand(n, 9)), filter: rand(9 * 16 * 16, 8), geometry: stage1 };
     await native().loadNativeEngine(2, 'bf16');
     try {
       assert.equal(addon.convImplInfo({ geometry: stage1 }).writesBf16.backwardDataDx, true);
@@ -1076,7 +1076,7 @@ describe('native bf16 convolutions', { skip: skipReason || (!bf16Cpu && 'this CP
       // own array or over dyAdd): dyBf16 gives the bits dy = widened dyBf16 gives.
       const common = { rows: n / 16, channels: 16, epsilon: 1e-5, relu: true };
       const stats = { gamma: rand(16, 5), mean: rand(16, 6), variance: rand(16, 7).map((v) => v + 1) };
-      const [xBf16, yBf16] = [toBf16(rand(n, 1)), toBf16(rand(n, 2))];
+      const [xBf16, yBf16] = [truncBf16(rand(n, 1)), truncBf16(rand(n, 2))];
       const dyAdd = rand(n, 3);
       const run = (dy: { dy: Float32Array } | { dyBf16: Uint16Array }, add: boolean, overAdd: boolean) => {
         const out = {
