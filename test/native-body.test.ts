@@ -153,9 +153,9 @@ describe('native body kernel', { skip: skipReason }, () => {
           assert.ok(bf16Only >= 2 * 4, `${bf16Only} batch-norm backwards wrote dx in bf16 only`);
           assert.ok(yBf16Only >= 2 * 2, `${yBf16Only} batch-norm forwards wrote y in bf16 only`);
           assert.ok(zBf16 >= 2 * 2 * 5, `${zBf16} batch-norm passes read z in bf16`);
-          // Stage 1's five units each get a backward data's output (the last block's conv2
-          // too: the stage-2 blocks' conv1 feeds it); a residual block's conv2 unit writes g
-          // over the shortcut's gradient where its own incoming one is bf16.
+          // Stage 1's five units each get a backward data's output (its last unit from
+          // stage 2's first conv); a residual block's conv2 unit writes g over the shortcut's
+          // gradient where its own incoming one is bf16.
           assert.ok(dyBf16 >= 2 * 5, `${dyBf16} batch-norm backwards read dy in bf16`);
           if (!cfg.plain) assert.ok(gOverAdd >= 2, `${gOverAdd} batch-norm backwards wrote g over dyAdd`);
         }
