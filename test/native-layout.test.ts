@@ -271,6 +271,19 @@ describe('nChw16c, the body kernel layout', { skip: skipReason }, () => {
       { x, filter: x, y: x, layout: 'nChw16c', geometry: geometry3x3(1, 4, 3, 16, 1) },
       'convForward: layout nChw16c needs input and output channels divisible by 16',
     );
+    // bf16 arrays are nhwc only: the batch-norm loops are not compiled for them in nChw16c
+    // (batchnorm-loops.cc), so each must be refused here rather than do nothing there.
+    const blocked = { layout: 'nChw16c', imageSize: 4 };
+    const b16 = new Uint16Array(4 * 32);
+    fails('bnTrainForward', { ...bn, ...blocked, yBf16: b16 }, 'bnTrainForward: yBf16 is only written in layout nhwc');
+    const back = { ...bn, ...blocked, relu: true, dy: x, dx: x, dgamma: c, dbeta: c };
+    fails('bnTrainBackward', { ...back, dxBf16: b16 }, 'bnTrainBackward: dxBf16 is only written in layout nhwc');
+    fails('bnTrainBackward', { ...back, yBf16: b16 }, 'bnTrainBackward: yBf16 is only read in layout nhwc');
+    fails(
+      'bnTrainBackward',
+      { ...back, dy: undefined, dyBf16: b16, dxBf16: b16 },
+      'bnTrainBackward: dyBf16 is only read in layout nhwc',
+    );
   });
 
   it('the body kernel keeps nChw16c in fp32: its output and incoming gradient cross to NHWC, one conversion each', async () => {
