@@ -11,6 +11,7 @@
 #include "batchnorm-loops.h"
 
 #define RN_LOOPS_ISA avx512
+#define RN_LOOPS_VECTOR_FLOATS 16  // floats in a vector register
 #if defined(__x86_64__)
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl")
 #endif
