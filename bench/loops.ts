@@ -61,7 +61,7 @@ function child(calls: number): void {
     const sums = { dgamma: new Float32Array(channels), dbeta: new Float32Array(channels) };
     time(`backward ${at} f32`, () => addon.bnTrainBackward({ ...backward, ...sums, dyAdd, g: dyAdd }));
     // bf16 mode (nhwc): input, mask and gradients in bf16.
-    const [xBf16, yBf16, dyBf16] = [bf16(x), new Uint16Array(n), bf16(values(n, 6))];
+    const [xBf16, yBf16, dyBf16, dxBf16] = [bf16(x), new Uint16Array(n), bf16(values(n, 6)), new Uint16Array(n)];
     time(`forward ${at} bf16`, () => addon.bnTrainForward({ ...shape, ...affine, ...stats, xBf16, yBf16 }));
     time(`backward ${at} bf16`, () =>
       addon.bnTrainBackward({
@@ -72,7 +72,7 @@ function child(calls: number): void {
         dyBf16,
         xBf16,
         yBf16,
-        dxBf16: new Uint16Array(n),
+        dxBf16,
       }),
     );
   }
