@@ -14,6 +14,9 @@ export interface NativeAddon {
   // missing or mistyped field is a one-line error naming the function and the field.
   // Arrays are written in place; optional bf16 arrays are inputs already converted (used
   // when the conv multiplies in bf16) or extra outputs in bf16 for the next conv.
+  // An array left out is passed as undefined or null in a plain object literal, never by
+  // spreading one of two literals: V8 builds a spread literal's object the slow way, 15-25 us
+  // a call, ~2 ms of a ResNet-20 step on the AMX Xeon.
   convForward(a: {
     /** may be left out when this pass reads xBf16 instead (convImplInfo's takesBf16) */
     x?: Float32Array;

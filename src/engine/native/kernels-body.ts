@@ -138,7 +138,8 @@ const bodyForward: tf.KernelFunc = ({ inputs, backend, attrs }) => {
     addon().convForward({
       x: f32Of(st, input),
       filter: wv,
-      ...(zBf16 ? { yBf16: zBf16 } : { y: z }),
+      y: zBf16 ? undefined : z,
+      yBf16: zBf16,
       geometry,
       layout: convLayout,
       xBf16: bf16CopyOf(b, input),
@@ -159,7 +160,8 @@ const bodyForward: tf.KernelFunc = ({ inputs, backend, attrs }) => {
     const variance = new Float32Array(channels);
     const gammaV = f32(b, gamma);
     addon().bnTrainForward({
-      ...(zBf16 ? { xBf16: zBf16 } : { x: z }),
+      x: zBf16 ? undefined : z,
+      xBf16: zBf16,
       gamma: gammaV,
       beta: f32(b, beta),
       y: f32Of(st, y),
@@ -266,10 +268,13 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
     const dbeta = alloc(b, channels);
     const masked = !emit ? null : g !== dyOut && !gBf16 ? g : (gAdd ?? alloc(b, n));
     const yF32 = f32Of(st, u.y); // (else the ReLU mask comes from y's bf16 copy)
+    const zBf16 = st.bf16Only.has(u.z) ? bf16CopyOf(b, u.z) : null;
     addon().bnTrainBackward({
-      ...(gBf16 ? { dyBf16: gBf16 } : { dy: g }),
+      dy: gBf16 ? undefined : g,
+      dyBf16: gBf16,
       dyAdd: gAdd,
-      ...(st.bf16Only.has(u.z) ? { xBf16: bf16CopyOf(b, u.z)! } : { x: u.z }),
+      x: zBf16 ? undefined : u.z,
+      xBf16: zBf16,
       y: yF32,
       yBf16: yF32 ? null : bf16CopyOf(b, u.y),
       gamma: u.gamma,
@@ -296,7 +301,8 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
       addon().convBackwardData({
         dy: dzF32,
         filter: u.w,
-        ...(dxBf16 ? { dxBf16 } : { dx }),
+        dx: dxBf16 ? undefined : dx,
+        dxBf16,
         geometry,
         layout,
         dyBf16: dzBf16,

@@ -205,12 +205,14 @@ const convBnInfer: tf.KernelFunc = ({ inputs, backend, attrs }) => {
     x: xv,
     xBf16: bf16CopyOf(b, xv),
     filter: f32(b, w),
-    ...(zBf16 ? { yBf16: zBf16 } : { y: z }),
+    y: zBf16 ? undefined : z,
+    yBf16: zBf16,
     geometry,
   });
   const y = alloc(b, n);
   addon().bnInfer({
-    ...(zBf16 ? { xBf16: zBf16 } : { x: z }),
+    x: zBf16 ? undefined : z,
+    xBf16: zBf16,
     mean: f32(b, mean),
     variance: f32(b, variance),
     offset: f32(b, beta),
