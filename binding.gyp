@@ -12,6 +12,7 @@
         "native/batchnorm-loops.cc",
         "native/batchnorm-loops-avx512.cc",
         "native/elementwise.cc",
+        "native/head.cc",
         "native/sgd.cc",
         "native/mpi.cc",
         "native/peak.cc",

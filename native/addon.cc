@@ -150,6 +150,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   rn::initConv(env, exports);
   rn::initBatchNorm(env, exports);
   rn::initElementwise(env, exports);
+  rn::initHead(env, exports);
   rn::initSgd(env, exports);
   rn::initMpi(env, exports);
   rn::initPeak(env, exports);

@@ -237,6 +237,7 @@ void exportFn(Napi::Env env, Napi::Object exports, const char *name) {
 void initConv(Napi::Env env, Napi::Object exports);
 void initBatchNorm(Napi::Env env, Napi::Object exports);
 void initElementwise(Napi::Env env, Napi::Object exports);
+void initHead(Napi::Env env, Napi::Object exports);
 void initSgd(Napi::Env env, Napi::Object exports);
 void initMpi(Napi::Env env, Napi::Object exports);
 void initPeak(Napi::Env env, Napi::Object exports);

@@ -20,6 +20,7 @@ import {
   batchNormTrain,
   conv2d,
   convBnInfer,
+  headLoss,
   shortcutA,
 } from '../src/engine/ops';
 import { CifarNet } from '../src/model/resnet';
@@ -328,6 +329,49 @@ describe('native kernels vs cpu', { skip: skipReason }, () => {
         ...withGrads([x], (t) => tf.sum(t, -1, true), 32),
         tf.mean(x, [0, 1, 2, 3]),
       ];
+    });
+  });
+
+  it('the fused head and loss (ResnetHeadLoss): loss, logits and the gradients of h, w and b, also through the logits', async () => {
+    const labels = () => tf.tensor1d([3, 0, 9, 9, 4], 'int32');
+    const head = () => {
+      const h = tensor([5, 3, 2, 16], 80, 2);
+      const w = tensor([16, 10], 81, 0.5);
+      const b = tensor([10], 82);
+      const r = tensor([5, 10], 83);
+      const f = (...a: tf.Tensor[]) =>
+        headLoss(a[0] as tf.Tensor4D, a[1] as tf.Tensor2D, a[2] as tf.Tensor1D, labels());
+      const { loss, logits } = f(h, w, b);
+      return [
+        loss,
+        logits,
+        ...tf.grads((...a: tf.Tensor[]) => f(...a).loss)([h, w, b]),
+        // A step only counts errors with the logits; were they differentiated, their
+        // gradient must arrive too.
+        ...tf.grads((...a: tf.Tensor[]) => {
+          const o = f(...a);
+          return tf.add(tf.mul(o.loss, 3), tf.sum(tf.mul(o.logits, r)));
+        })([h, w, b]),
+      ];
+    };
+    await agree('head', head);
+    // ('cpu' ran tfjs's composition; make sure 'native' ran the kernels, not the same.)
+    const prof = await tf.profile(() => {
+      tf.tidy(() => {
+        head();
+      });
+    });
+    const names = new Set(prof.kernels.map((k) => k.name));
+    assert.ok(names.has('ResnetHeadLoss') && names.has('ResnetHeadLossGrad'), [...names].join(', '));
+    assert.ok(!names.has('OneHot') && !names.has('BatchMatMul'), [...names].join(', '));
+    tf.tidy(() => {
+      const [h, w, b] = [tensor([5, 3, 2, 16], 80), tensor([16, 10], 81), tensor([10], 82)];
+      const bad = tf.tensor1d([3, 0, 10, 9, 4], 'int32');
+      assert.throws(
+        () => headLoss(h as tf.Tensor4D, w as tf.Tensor2D, b as tf.Tensor1D, bad),
+        (e: Error) =>
+          !e.message.includes('\n') && /headLoss: labels must lie in \[0, classes\), not 10/.test(e.message),
+      );
     });
   });
 

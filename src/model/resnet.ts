@@ -24,6 +24,8 @@ import {
   type BodyShortcut,
   conv2d,
   convBnInfer,
+  headLoss,
+  poolDense,
   shortcutA,
   trainBody,
 } from '../engine/ops';
@@ -216,6 +218,26 @@ export class CifarNet {
    * them in `stats` (for the running averages); in inference mode it uses the running ones.
    */
   forward(x: tf.Tensor4D, training: boolean, stats?: BatchStats[], hooks?: ForwardHooks): tf.Tensor2D {
+    const { w, b } = this.fc();
+    return poolDense(this.features(x, training, stats, hooks), w, b);
+  }
+
+  /**
+   * Training mode to the mean cross-entropy against `labels`, and the logits (to count
+   * errors): the forward whose gradient a training step takes.
+   */
+  trainLoss(x: tf.Tensor4D, labels: tf.Tensor1D, stats?: BatchStats[]): { loss: tf.Scalar; logits: tf.Tensor2D } {
+    const { w, b } = this.fc();
+    return headLoss(this.features(x, true, stats), w, b, labels);
+  }
+
+  /** The fully connected layer: weights [64, classes] and bias [classes]. */
+  private fc(): { w: tf.Tensor2D; b: tf.Tensor1D } {
+    return { w: this.params.get('fc/w') as tf.Tensor2D, b: this.params.get('fc/b') as tf.Tensor1D };
+  }
+
+  /** The stem and the blocks: the last block's output, before pooling. */
+  private features(x: tf.Tensor4D, training: boolean, stats?: BatchStats[], hooks?: ForwardHooks): tf.Tensor4D {
     // conv -> BN (-> + residual) (-> ReLU); a residual comes only with the ReLU (a block's end).
     const unit = (u: ConvBn, input: tf.Tensor4D, relu: boolean, residual?: tf.Tensor4D): tf.Tensor4D => {
       const { w, gamma, beta } = this.unitParams(u);
@@ -249,7 +271,7 @@ export class CifarNet {
 
     if (training && !hooks && this.fuseBody) {
       const body = this.trainBody(x, stats);
-      if (body) return this.head(body);
+      if (body) return body;
     }
     let h = unit(this.arch.stem, x, true);
     for (const b of this.arch.blocks) {
@@ -264,14 +286,7 @@ export class CifarNet {
       if (next !== h) h.dispose();
       h = next;
     }
-    return this.head(h);
-  }
-
-  /** Global average pooling and the fully connected layer, to logits. */
-  private head(h: tf.Tensor4D): tf.Tensor2D {
-    const pooled = tf.mean(h, [1, 2]) as tf.Tensor2D;
-    const logits = tf.matMul(pooled, this.params.get('fc/w') as tf.Tensor2D);
-    return tf.add(logits, this.params.get('fc/b') as tf.Tensor) as tf.Tensor2D;
+    return h;
   }
 
   /**

@@ -27,11 +27,6 @@ export interface GradientSync {
   stopRequested: boolean;
 }
 
-function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D): tf.Scalar {
-  const oneHot = tf.oneHot(labels, logits.shape[1]);
-  return tf.neg(tf.mean(tf.sum(tf.mul(oneHot, tf.logSoftmax(logits)), 1))) as tf.Scalar;
-}
-
 /** Counts rows of `logits` (n x classes, flat) whose arg-max is not the label. */
 export function countErrors(
   logits: Float32Array | Int32Array | Uint8Array,
@@ -72,14 +67,14 @@ export function trainStep(
 
   const { value, grads } = tf.variableGrads(() => {
     const input = tf.tensor4d(x, [batch, ...IMAGE_SHAPE]);
-    const out = net.forward(input, true, stats);
+    const out = net.trainLoss(input, tf.tensor1d(labels, 'int32'), stats);
     // Kept past the gradient computation's tidy: the error count and running statistics need them.
-    logits = tf.keep(out);
+    logits = tf.keep(out.logits);
     for (const s of stats) {
       tf.keep(s.mean);
       tf.keep(s.variance);
     }
-    return crossEntropy(out, tf.tensor1d(labels, 'int32'));
+    return out.loss;
   }, [...net.params.values()]);
 
   const byName = new Map<string, tf.Tensor>();

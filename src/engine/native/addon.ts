@@ -203,6 +203,22 @@ export interface NativeAddon {
     /** of both tensors */
     layout?: Layout;
   }): void;
+  /**
+   * The head and loss (native/head.cc): writes logits [rows, classes] = meanOverPixels(h) w + b
+   * and returns the mean softmax cross-entropy. h is [rows, pixels, channels], w [channels, classes].
+   */
+  headLoss(a: HeadArgs & { b: Float32Array; logits: Float32Array }): number;
+  /** Gradients of dloss * loss (+ sum(dlogits * logits)) given headLoss's logits. */
+  headLossGrad(
+    a: HeadArgs & {
+      logits: Float32Array;
+      dloss: number;
+      dlogits?: Float32Array | null;
+      dh: Float32Array;
+      dw: Float32Array;
+      db: Float32Array;
+    },
+  ): void;
   /** dst = src converted to layout `to` from the other one; rows = N*H*W, imageSize = H*W */
   convertLayout(a: {
     src: Float32Array;
@@ -247,6 +263,17 @@ export type Layout = 'nhwc' | 'nChw16c';
 
 /** An optional bf16 copy (or bf16 output) of a Float32Array of the same length. */
 type Bf16 = Uint16Array | null;
+
+/** The head's inputs and sizes, the same for its forward and backward. */
+interface HeadArgs {
+  h: Float32Array;
+  w: Float32Array;
+  labels: Int32Array;
+  rows: number;
+  pixels: number;
+  channels: number;
+  classes: number;
+}
 
 /** A convolution's shape, named as tfjs's Conv2DInfo names it (NHWC input, HWIO filter). */
 export interface ConvGeometry {

@@ -11,6 +11,7 @@ import { bodyGradient, bodyKernels } from './kernels-body';
 import { convKernels } from './kernels-conv';
 import { elementwiseKernels, meanGradient } from './kernels-elementwise';
 import { fusedGradients, fusedKernels } from './kernels-fused';
+import { headGradient, headKernels } from './kernels-head';
 
 export const NATIVE_BACKEND = 'native';
 
@@ -187,13 +188,16 @@ export class NativeBackend extends MathBackendCPU {
   }
 }
 
-/** Names of the kernels that run native code on the 'native' backend. */
-export const NATIVE_KERNELS: readonly string[] = Object.keys({
+/** The kernels that run native code on the 'native' backend (the rest are tfjs's 'cpu' ones). */
+const nativeKernels: Record<string, tf.KernelFunc> = {
   ...bodyKernels,
   ...convKernels,
   ...fusedKernels,
+  ...headKernels,
   ...elementwiseKernels,
-});
+};
+
+export const NATIVE_KERNELS: readonly string[] = Object.keys(nativeKernels);
 
 let registered = false;
 
@@ -203,22 +207,16 @@ export function registerNativeBackend(): void {
   registered = true;
   // Priority 0: never picked implicitly, only by tf.setBackend('native').
   tf.registerBackend(NATIVE_BACKEND, () => new NativeBackend(), 0);
-  const native: Record<string, tf.KernelFunc> = {
-    ...bodyKernels,
-    ...convKernels,
-    ...fusedKernels,
-    ...elementwiseKernels,
-  };
   for (const k of tf.getKernelsForBackend('cpu')) {
-    if (k.kernelName in native) continue;
+    if (k.kernelName in nativeKernels) continue;
     tf.registerKernel({ ...k, backendName: NATIVE_BACKEND });
   }
-  for (const [kernelName, kernelFunc] of Object.entries(native)) {
+  for (const [kernelName, kernelFunc] of Object.entries(nativeKernels)) {
     tf.registerKernel({ kernelName, backendName: NATIVE_BACKEND, kernelFunc });
   }
   // Gradients are registered by kernel name for every backend; these kernels exist only
   // on 'native', so that is where the gradients can ever run.
-  for (const g of [...fusedGradients, bodyGradient]) tf.registerGradient(g);
+  for (const g of [...fusedGradients, bodyGradient, headGradient]) tf.registerGradient(g);
   const mean = tf.getGradient('Mean');
   if (mean) tf.registerGradient(meanGradient(mean));
 }
