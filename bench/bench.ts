@@ -200,9 +200,14 @@ function main(): void {
       peakIsa = p.isa;
       process.stderr.write(`round ${r + 1} FMA peak: ${p.gflops.toFixed(0)} GFLOP/s\n`);
     }
+    // Every other round runs the sides in reverse order: a fixed order turns any drift or
+    // position effect into a bias for one side (on this shared machine the second of two
+    // alternating processes has tended to run slower).
+    const sides = [...engines, ...(haveTorch ? ['pytorch'] : [])];
+    if (r % 2 === 1) sides.reverse();
     for (const net of nets) {
       const round: Record<string, number> = {};
-      for (const side of [...engines, ...(haveTorch ? ['pytorch'] : [])]) {
+      for (const side of sides) {
         const m = side === 'pytorch' ? torch(net) : side === MPI_SIDE ? oursMpi(net) : ours(side, net);
         if (typeof m === 'string') {
           failures.push(`${side} ${net}: ${m}`);

@@ -277,8 +277,8 @@ export function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D): tf.Scala
 
 /**
  * The training loss: crossEntropy(poolDense(h, w, b), labels), and the logits (to count
- * errors). One kernel each way where the engine has it: as tfjs ops the head took some 25
- * kernel calls a step, ~3 ms of JavaScript at ResNet-20's batch on the AMX Xeon.
+ * errors). One kernel each way where the engine has it: as tfjs ops the head is some 25
+ * kernel calls, forward and backward 1.6-1.8 ms at batch 128 on the AMX Xeon, against 0.7.
  */
 export function headLoss(
   h: tf.Tensor4D,
