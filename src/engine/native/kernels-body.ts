@@ -268,13 +268,13 @@ const bodyBackward: tf.KernelFunc = ({ inputs, backend }) => {
     const dbeta = alloc(b, channels);
     const masked = !emit ? null : g !== dyOut && !gBf16 ? g : (gAdd ?? alloc(b, n));
     const yF32 = f32Of(st, u.y); // (else the ReLU mask comes from y's bf16 copy)
-    const zBf16 = st.bf16Only.has(u.z) ? bf16CopyOf(b, u.z) : null;
+    const zBf16Only = st.bf16Only.has(u.z); // z then exists only as its bf16 copy
     addon().bnTrainBackward({
       dy: gBf16 ? undefined : g,
       dyBf16: gBf16,
       dyAdd: gAdd,
-      x: zBf16 ? undefined : u.z,
-      xBf16: zBf16,
+      x: zBf16Only ? undefined : u.z,
+      xBf16: zBf16Only ? bf16CopyOf(b, u.z) : null,
       y: yF32,
       yBf16: yF32 ? null : bf16CopyOf(b, u.y),
       gamma: u.gamma,
