@@ -53,6 +53,19 @@ std::vector<float> pool(const Head &d) {
   return pooled;
 }
 
+// A row of logits' largest value and sum_k exp(logit_k - largest), in double: the softmax's
+// denominator, the same in the loss and in its gradient.
+struct ExpSum {
+  float top;
+  double sum;
+};
+ExpSum expSum(const float *l, int64_t K) {
+  ExpSum e{l[0], 0};
+  for (int64_t k = 1; k < K; ++k) e.top = std::max(e.top, l[k]);
+  for (int64_t k = 0; k < K; ++k) e.sum += std::exp(double(l[k]) - e.top);
+  return e;
+}
+
 // headLoss({ h, w, b, labels, logits, rows, pixels, channels, classes }): writes logits
 // [N, K] = pool(h) w + b and returns the mean over rows of log(sum_k exp(logit_k)) -
 // logit_label (in double, after subtracting the row's largest logit).
@@ -72,11 +85,8 @@ Napi::Value HeadLoss(const Napi::CallbackInfo &info) {
       for (int64_t k = 0; k < K; ++k) l[k] += x * d.w[c * K + k];
     }
     for (int64_t k = 0; k < K; ++k) l[k] += b[k];
-    float top = l[0];
-    for (int64_t k = 1; k < K; ++k) top = std::max(top, l[k]);
-    double sum = 0;
-    for (int64_t k = 0; k < K; ++k) sum += std::exp(double(l[k]) - top);
-    total += double(top) + std::log(sum) - l[d.labels[n]];
+    const ExpSum e = expSum(l, K);
+    total += double(e.top) + std::log(e.sum) - l[d.labels[n]];
   }
   return Napi::Number::New(info.Env(), total / double(d.rows));
 }
@@ -99,12 +109,9 @@ Napi::Value HeadLossGrad(const Napi::CallbackInfo &info) {
   std::vector<float> g(N * K);
   for (int64_t n = 0; n < N; ++n) {
     const float *l = logits + n * K;
-    float top = l[0];
-    for (int64_t k = 1; k < K; ++k) top = std::max(top, l[k]);
-    double sum = 0;
-    for (int64_t k = 0; k < K; ++k) sum += std::exp(double(l[k]) - top);
+    const ExpSum e = expSum(l, K);
     for (int64_t k = 0; k < K; ++k) {
-      const float p = float(std::exp(double(l[k]) - top) / sum);
+      const float p = float(std::exp(double(l[k]) - e.top) / e.sum);
       g[n * K + k] = dloss * (p - (k == d.labels[n] ? 1.f : 0.f)) / float(N) + (extra ? extra[n * K + k] : 0.f);
     }
   }
