@@ -87,9 +87,13 @@ async function main(): Promise<void> {
     );
   }
   if (engine.name === 'native') {
-    const s = nativeSplit(() => trainStep(net, sgd, x, labels, 0.1), Number(arg('steps', '10')));
+    const steps = Number(arg('steps', '10'));
+    const addon = loadAddon();
+    const before = addon.bnLoopsCalls();
+    const s = nativeSplit(() => trainStep(net, sgd, x, labels, 0.1), steps);
+    const after = addon.bnLoopsCalls();
     console.log(
-      `without the profiler (median of ${arg('steps', '10')} steps): ${s.wall.toFixed(1)} ms a step, ` +
+      `without the profiler (median of ${steps} steps): ${s.wall.toFixed(1)} ms a step, ` +
         `${s.inside.toFixed(1)} ms inside ${s.calls.toFixed(0)} native calls, ` +
         `${(s.wall - s.inside).toFixed(1)} ms (${((100 * (s.wall - s.inside)) / s.wall).toFixed(0)}%) in JavaScript ` +
         '(tfjs tape and bookkeeping, kernel arguments, storage pool, GC)',
@@ -99,6 +103,9 @@ async function main(): Promise<void> {
     for (const [name, ms] of [...s.byFunction].sort((a, b) => b[1] - a[1]).slice(0, 8)) {
       console.log(`  ${name.padEnd(28)} ${ms.toFixed(1).padStart(7)} ms`);
     }
+    // Which copy of the batch-norm loops ran them (native/addon.cc: avx512Loops).
+    const [generic, avx512] = [after.generic - before.generic, after.avx512 - before.avx512].map((n) => n / steps);
+    console.log(`batch-norm calls a step by copy of the loops: ${avx512} avx512, ${generic} generic`);
     const pairs = Number(arg('layouts', '0'));
     if (pairs > 0) compareLayouts(() => trainStep(net, sgd, x, labels, 0.1), pairs);
   }

@@ -3,6 +3,7 @@
 // batchnorm-loops.cc, compiled twice: avx512Loops below), elementwise.cc, sgd.cc,
 // the MPI collectives of data-parallel training in mpi.cc, and the
 // FMA peak measurement of the bench in peak.cc.
+#include <atomic>
 #include <cstdlib>
 #include <memory>
 
@@ -40,33 +41,61 @@ dnnl::memory scratchpad(const dnnl::memory::desc &md) {
   return dnnl::memory(md, cpuEngine(), buf.ptr);
 }
 
-bool avx512Loops() {
-  static const bool yes = [] {
+namespace {
+
+// Which batch-norm calls run the AVX-512 copy of the loops (avx512Loops).
+struct LoopsRule {
+  bool f32, bf16;
+};
+
+LoopsRule loopsRule() {
+  static const LoopsRule rule = []() -> LoopsRule {
 #if defined(__x86_64__)
     __builtin_cpu_init();
     const bool cpu = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
     const char *env = std::getenv("RESNET_EXP_LOOPS");
     const std::string choice = env ? env : "";
-    if (choice == "avx512") return cpu;
-    if (choice == "generic") return false;
+    if (choice == "avx512") return {cpu, cpu};
+    if (choice == "generic") return {false, false};
+    if (choice == "avx512-bf16") return {false, cpu};
     if (!choice.empty()) {
-      throw std::runtime_error("resnet_native: RESNET_EXP_LOOPS must be avx512 or generic, not \"" + choice +
-                               "\" (unset it for the default)");
+      throw std::runtime_error("resnet_native: RESNET_EXP_LOOPS must be avx512, generic or avx512-bf16, not \"" +
+                               choice + "\" (unset it for the default)");
     }
-    // The default: Intel CPUs with AVX-512 whose oneDNN may use it (ONEDNN_MAX_CPU_ISA below
-    // AVX512_CORE caps our loops too). Not AMD's yet: on a Zen 5 EPYC an earlier version of
-    // these loops, compiled for AVX-512, ran batch norm's backward slower (18.5 vs 14.2 ms a
-    // ResNet-20 step; forward 9.5 vs 10.4); the current ones are measured on an AMX Xeon only.
+    // The default, on CPUs with AVX-512 whose oneDNN may use it (ONEDNN_MAX_CPU_ISA below
+    // AVX512_CORE caps our loops too): the AVX-512 copy, except for f32 calls on AMD CPUs.
+    // - bf16 calls (--precision bf16) everywhere: in the baseline copy they are bound by
+    //   its 4-float SSE instructions (widening bf16, the mask, the conversions), not by
+    //   memory: on the AMX Xeon its bf16 backward at 131072 x 16 moves a third of the f32
+    //   one's bytes and takes 1.8-2.0 vs 2.3 ms, its forward about as long as the f32 one.
+    //   The AVX-512 copy takes 0.47-0.60 of the baseline's time in bf16 at the three stage
+    //   shapes, 0.71-0.93 in f32 (bench/loops.ts, 4 pairs). Every CPU with bf16
+    //   convolutions has AVX-512 (AVX512-BF16 or AMX), and AMD's Zen 4 and 5 run 16-float
+    //   instructions at least as fast per value as 4-float ones.
+    // - f32 calls not on AMD's: on a Zen 5 EPYC an earlier version of these loops, compiled
+    //   for AVX-512, ran batch norm's f32 backward slower (18.5 vs 14.2 ms a ResNet-20 step;
+    //   forward 9.5 vs 10.4); the current ones are measured on an AMX Xeon only.
     const auto bits = static_cast<unsigned>(dnnl::cpu_isa::avx512_core);
-    return cpu && !__builtin_cpu_is("amd") &&
-           (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) & bits) == bits;
+    const bool allowed = cpu && (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) & bits) == bits;
+    return {allowed && !__builtin_cpu_is("amd"), allowed};
 #else
-    return false;
+    return {false, false};
 #endif
   }();
-  return yes;
+  return rule;
 }
+
+std::atomic<uint64_t> loopsCalls[2];
+
+}  // namespace
+
+bool avx512Loops(bool bf16) {
+  const LoopsRule r = loopsRule();
+  return bf16 ? r.bf16 : r.f32;
+}
+
+void countLoopsCall(bool avx512) { loopsCalls[avx512].fetch_add(1, std::memory_order_relaxed); }
 
 namespace {
 
@@ -105,13 +134,25 @@ Napi::Value NumProcs(const Napi::CallbackInfo &info) {
 }
 
 // version(): e.g. "oneDNN 2.6.3 (ISA avx512_core_amx), batch-norm loops avx512": oneDNN's ISA and
-// which copy of our batch-norm loops runs (avx512Loops).
+// which copy of our batch-norm loops runs (avx512Loops): avx512, generic, or
+// "generic (avx512 for bf16)".
 Napi::Value Version(const Napi::CallbackInfo &info) {
   const dnnl_version_t *v = dnnl_version();
+  const LoopsRule r = loopsRule();
+  const char *loops = r.f32 ? "avx512" : r.bf16 ? "generic (avx512 for bf16)" : "generic";
   std::string s = "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
                   std::to_string(v->patch) + " (ISA " + isaName(dnnl::get_effective_cpu_isa()) +
-                  "), batch-norm loops " + (avx512Loops() ? "avx512" : "generic");
+                  "), batch-norm loops " + loops;
   return Napi::String::New(info.Env(), s);
+}
+
+// bnLoopsCalls(): {generic, avx512}, the batch-norm calls of this process so far by copy of
+// the loops that ran them (bench/profile.ts prints them for a step).
+Napi::Value BnLoopsCalls(const Napi::CallbackInfo &info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("generic", Napi::Number::New(info.Env(), double(loopsCalls[0].load())));
+  o.Set("avx512", Napi::Number::New(info.Env(), double(loopsCalls[1].load())));
+  return o;
 }
 
 // alignedFloat32({length}): a Float32Array of `length` floats (contents arbitrary) whose
@@ -146,6 +187,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   rn::exportFn<rn::GetThreads>(env, exports, "getThreads");
   rn::exportFn<rn::NumProcs>(env, exports, "numProcs");
   rn::exportFn<rn::Version>(env, exports, "version");
+  rn::exportFn<rn::BnLoopsCalls>(env, exports, "bnLoopsCalls");
   rn::exportFn<rn::AlignedFloat32>(env, exports, "alignedFloat32");
   rn::initConv(env, exports);
   rn::initBatchNorm(env, exports);

@@ -1,9 +1,11 @@
 // batchnorm-loops.cc compiled for AVX-512 (F, BW, DQ, VL: x86-64-v4), as rn::avx512. The
 // addon is otherwise built for any x86-64 CPU (no -march), where GCC vectorizes batch
-// norm's loops with 4-float SSE vectors; 16-float ones run them 16-23 % faster (batch norm
-// forward + backward at 131072 x 16, 32768 x 32 and 8192 x 64, bf16 input: 3.99, 1.92, 0.98
-// -> 3.11, 1.52, 0.75 ms on an AMX Xeon; the whole addon built for AVX2 was in between).
-// Which copy runs is decided once per process (avx512Loops() in addon.cc).
+// norm's loops with 4-float SSE vectors; 16-float ones take 0.71-0.93 of their time with
+// f32 arrays and 0.47-0.60 with bf16 ones, where the SSE copy is bound by its instructions
+// (each kernel at 131072 x 16, 32768 x 32 and 8192 x 64, bench/loops.ts, AMX Xeon; the
+// whole addon built for AVX2 was in between).
+// Which copy runs is a fixed rule of the CPU and of the call, bf16 or f32 (avx512Loops() in
+// addon.cc).
 //
 // The headers come first, before the pragma, so that everything they define stays
 // compiled for the baseline (see batchnorm-loops.h); the pragma then applies to the

@@ -2,7 +2,7 @@
 // batchnorm.cc: typed arguments in, outputs written through their pointers.
 //
 // batchnorm-loops.cc is compiled twice, for any x86-64 CPU and for AVX-512
-// (batchnorm-loops-avx512.cc); bnLoops() picks one per process. Every header the loops use
+// (batchnorm-loops-avx512.cc); bnLoops() picks one per call. Every header the loops use
 // is included here, so that both copies see it before the AVX-512 copy's target pragma:
 // a standard template instantiated in both object files must be compiled for the baseline
 // in both, or the linker could keep the AVX-512 one for every caller
@@ -80,7 +80,12 @@ namespace avx512 {
 extern const BnLoops kBnLoops;
 }
 
-// The copy for this process: avx512's when avx512Loops() (common.h).
-inline const BnLoops &bnLoops() { return avx512Loops() ? avx512::kBnLoops : generic::kBnLoops; }
+// The copy for a call, by avx512Loops(bf16) (common.h): bf16, whether it reads or writes
+// a bf16 array.
+inline const BnLoops &bnLoops(bool bf16) {
+  const bool fast = avx512Loops(bf16);
+  countLoopsCall(fast);
+  return fast ? avx512::kBnLoops : generic::kBnLoops;
+}
 
 }  // namespace rn

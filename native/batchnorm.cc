@@ -1,6 +1,6 @@
 // Batch normalization's N-API functions: bnTrainForward, bnTrainBackward and bnInfer read
 // and check their arguments here and run the loops of batchnorm-loops.cc (the copy for
-// this CPU: bnLoops()). Activations are [rows = N*H*W, channels] views of NHWC (or
+// this CPU and call: bnLoops()). Activations are [rows = N*H*W, channels] views of NHWC (or
 // nChw16c: Layout in common.h) tensors; the ReLU after batch norm, and at the end of a
 // residual block the shortcut's addition, are fused in.
 #include "batchnorm-loops.h"
@@ -74,7 +74,7 @@ Napi::Value BnTrainForward(const Napi::CallbackInfo &info) {
   p.xBf16 = in.xb;
   p.yBf16 = readBf16Out(a, "yBf16", M, C, p.layout);
   if (!p.y && !p.yBf16) a.fail("needs y, yBf16 or both");
-  bnLoops().trainForward(p);
+  bnLoops(p.xBf16 || p.yBf16).trainForward(p);
   return info.Env().Undefined();
 }
 
@@ -140,7 +140,7 @@ Napi::Value BnTrainBackward(const Napi::CallbackInfo &info) {
     }
   }
   if (p.yBf16 && l.blocked) a.fail("yBf16 is only read in layout nhwc");
-  bnLoops().trainBackward(p);
+  bnLoops(p.dyBf16 || p.xBf16 || p.yBf16 || p.dxBf16).trainBackward(p);
   return info.Env().Undefined();
 }
 
@@ -167,7 +167,7 @@ Napi::Value BnInfer(const Napi::CallbackInfo &info) {
   p.residual = a.optF32("residual", M * C);
   p.y = a.f32("y", M * C);
   p.relu = a.flag("relu");
-  bnLoops().infer(p);
+  bnLoops(p.xBf16).infer(p);
   return info.Env().Undefined();
 }
 

@@ -195,12 +195,16 @@ inline Layout readLayout(const Args &a, int64_t M, int64_t C, int64_t HW = 0) {
 // bf16 convolutions are only enabled on CPUs with those instructions (setConvPrecision).
 void toBf16(const float *src, uint16_t *dst, int64_t n);
 
-// Whether this process runs the AVX-512 copies of our own loops (batchnorm-loops-avx512.cc),
-// which needs a CPU with AVX-512 F, BW, DQ and VL: by default on such Intel CPUs when
-// oneDNN may use AVX-512 too (its ONEDNN_MAX_CPU_ISA, e.g. AVX2, caps both);
-// RESNET_EXP_LOOPS=avx512 or =generic overrides the default (to measure or compare the
-// two). Fixed for the process (addon.cc).
-bool avx512Loops();
+// Whether a batch-norm call runs the AVX-512 copy of our loops (batchnorm-loops-avx512.cc)
+// rather than the baseline one; bf16: the call reads or writes a bf16 array. Needs a CPU
+// with AVX-512 F, BW, DQ and VL, and oneDNN allowed to use AVX-512 too (its
+// ONEDNN_MAX_CPU_ISA, e.g. AVX2, caps both). The default rule is in addon.cc;
+// RESNET_EXP_LOOPS=avx512, =generic or =avx512-bf16 (AVX-512 for bf16 calls only)
+// overrides it, to measure or compare. Fixed for the process.
+bool avx512Loops(bool bf16);
+
+// Batch-norm calls so far in this process by copy of the loops (bnLoopsCalls() in JS).
+void countLoopsCall(bool avx512);
 
 // Calls f with std::true_type or std::false_type: turns a run-time flag into a template
 // argument, so the hot loops are compiled once per combination without branches inside.

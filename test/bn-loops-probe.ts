@@ -1,12 +1,12 @@
 // Runs batch norm's three native functions (bnTrainForward, bnTrainBackward, bnInfer) over
 // a fixed set of argument combinations on deterministic inputs and prints, as JSON, the
-// addon's version string and a SHA-256 of every call's outputs. test/native-build.test.ts
-// runs it twice, once with oneDNN capped below AVX-512 (ONEDNN_MAX_CPU_ISA=AVX2, which
-// also selects the baseline copy of our loops), and compares: both copies of
+// addon's version string, a SHA-256 of every call's outputs, and how many calls each copy
+// of the loops ran, of how many with a bf16 array. test/native-build.test.ts runs it with
+// RESNET_EXP_LOOPS set to each copy and to the mixed rule, and compares: both copies of
 // native/batchnorm-loops.cc must compute the same bits.
 import { createHash } from 'node:crypto';
 
-import { loadAddon } from '../src/engine/native/addon';
+import { loadAddon, type NativeAddon } from '../src/engine/native/addon';
 
 const addon = loadAddon();
 // Reductions depend on the team size; both runs use the same.
@@ -26,6 +26,21 @@ const f32 = (n: number, lo = -1, hi = 1) => Float32Array.from({ length: n }, () 
 const bf16 = (n: number) => new Uint16Array(new Uint32Array(f32(n).buffer).map((u) => u >>> 16));
 
 const hashes: Record<string, string> = {};
+// Calls made, and those with a bf16 array among their arguments.
+const made = { all: 0, bf16: 0 };
+function counted<A extends object>(f: (args: A) => void): (args: A) => void {
+  return (args) => {
+    made.all++;
+    if (Object.values(args).some((v) => v instanceof Uint16Array)) made.bf16++;
+    f(args);
+  };
+}
+type Args<K extends 'bnTrainForward' | 'bnTrainBackward' | 'bnInfer'> = Parameters<NativeAddon[K]>[0];
+const bn = {
+  trainForward: counted<Args<'bnTrainForward'>>((a) => addon.bnTrainForward(a)),
+  trainBackward: counted<Args<'bnTrainBackward'>>((a) => addon.bnTrainBackward(a)),
+  infer: counted<Args<'bnInfer'>>((a) => addon.bnInfer(a)),
+};
 function record(name: string, outputs: ArrayBufferView[]): void {
   const h = createHash('sha256');
   for (const o of outputs) h.update(new Uint8Array(o.buffer, o.byteOffset, o.byteLength));
@@ -58,7 +73,7 @@ for (const [rows, channels, layout] of shapes) {
           mean = new Float32Array(channels),
           variance = new Float32Array(channels);
         const yBf16 = blocked ? undefined : new Uint16Array(n);
-        addon.bnTrainForward({ ...geometry, ...input, gamma, beta, y, yBf16, mean, variance, relu, residual });
+        bn.trainForward({ ...geometry, ...input, gamma, beta, y, yBf16, mean, variance, relu, residual });
         record(`forward ${tag}`, [y, mean, variance, ...(yBf16 ? [yBf16] : [])]);
 
         // The backward from this forward: every optional input and output once.
@@ -71,7 +86,7 @@ for (const [rows, channels, layout] of shapes) {
         const dxBf16 = blocked ? undefined : new Uint16Array(n);
         // The ReLU mask from y, or (nhwc, bf16 input) from the forward's bf16 copy only.
         const mask = relu ? (yBf16 && inName === 'xBf16' ? { yBf16 } : { y }) : {};
-        addon.bnTrainBackward({
+        bn.trainBackward({
           ...geometry,
           ...input,
           ...mask,
@@ -92,7 +107,7 @@ for (const [rows, channels, layout] of shapes) {
           // dy in bf16 (a bf16 backward data's output), g written over dyAdd where there is one.
           const add = dyAdd?.slice();
           const over = relu ? (add ?? new Float32Array(n)) : undefined;
-          addon.bnTrainBackward({
+          bn.trainBackward({
             ...geometry,
             ...input,
             ...mask,
@@ -112,7 +127,7 @@ for (const [rows, channels, layout] of shapes) {
 
         if (!blocked) {
           const yi = new Float32Array(n);
-          addon.bnInfer({
+          bn.infer({
             rows,
             channels,
             epsilon: 1e-3,
@@ -131,4 +146,4 @@ for (const [rows, channels, layout] of shapes) {
     }
   }
 }
-process.stdout.write(JSON.stringify({ version: addon.version(), hashes }));
+process.stdout.write(JSON.stringify({ version: addon.version(), hashes, made, ran: addon.bnLoopsCalls() }));

@@ -90,7 +90,7 @@ describe('bad input: one line, non-zero exit', () => {
   it('a bad RESNET_EXP_LOOPS stops the run; --engine auto does not fall back to a slower engine', { skip }, () => {
     const out = path.join(work, 'bad-loops');
     const env = { RESNET_EXP_LOOPS: 'fast' };
-    const expected = /RESNET_EXP_LOOPS must be avx512 or generic, not "fast"/;
+    const expected = /RESNET_EXP_LOOPS must be avx512, generic or avx512-bf16, not "fast"/;
     oneLineError(cli(runArgs(out), { env }), expected);
     oneLineError(cli(runArgs(out, ['--engine', 'native']), { env }), expected);
     oneLineError(cli(runArgs(out, ['--precision', 'bf16']), { env }), expected);

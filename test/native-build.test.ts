@@ -29,6 +29,10 @@ try {
 interface Probe {
   version: string;
   hashes: Record<string, string>;
+  /** Batch-norm calls the probe made, and those with a bf16 array. */
+  made: { all: number; bf16: number };
+  /** The addon's count of them by copy of the loops that ran them. */
+  ran: { generic: number; avx512: number };
 }
 /** The probe's output with RESNET_EXP_LOOPS (which copy of the loops runs) set to `loops`. */
 function probe(loops: string): Probe {
@@ -45,13 +49,23 @@ describe('AVX-512 and baseline copies of the loops', { skip: skipReason }, () =>
   it('batch norm forward, backward and inference give the same bits in both copies', () => {
     const fast = probe('avx512');
     const base = probe('generic');
+    const mixed = probe('avx512-bf16');
     assert.match(fast.version, /batch-norm loops avx512$/);
     assert.match(base.version, /batch-norm loops generic$/);
+    assert.match(mixed.version, /batch-norm loops generic \(avx512 for bf16\)$/);
+    // Every call ran the copy chosen: all of them one copy, or by bf16 or not.
+    const { all, bf16 } = fast.made;
+    assert.ok(bf16 > 0 && bf16 < all, `the probe makes f32 and bf16 calls (${bf16} of ${all} bf16)`);
+    assert.deepEqual(fast.ran, { generic: 0, avx512: all });
+    assert.deepEqual(base.ran, { generic: all, avx512: 0 });
+    assert.deepEqual(mixed.ran, { generic: all - bf16, avx512: bf16 });
     // 5 shapes (widths 16/32/64/48, nhwc and nChw16c) x inputs x relu x residual, 3 functions,
     // and in nhwc a second backward reading dy in bf16
     assert.equal(Object.keys(fast.hashes).length, 136);
-    const differ = Object.keys(fast.hashes).filter((k) => fast.hashes[k] !== base.hashes[k]);
-    assert.deepEqual(differ, [], `outputs differ between the copies: ${differ.slice(0, 5).join('; ')}`);
+    for (const other of [base, mixed]) {
+      const differ = Object.keys(fast.hashes).filter((k) => fast.hashes[k] !== other.hashes[k]);
+      assert.deepEqual(differ, [], `outputs differ between the copies: ${differ.slice(0, 5).join('; ')}`);
+    }
   });
 
   it('the default follows the CPU, and RESNET_EXP_LOOPS is checked', () => {
@@ -64,14 +78,15 @@ describe('AVX-512 and baseline copies of the loops', { skip: skipReason }, () =>
       const script = `try { console.log(require(${JSON.stringify(ADDON)}).version()) } catch (e) { console.log(e.message) }`;
       return spawnSync(process.execPath, ['-e', script], { env: { ...env, ...vars }, encoding: 'utf8' }).stdout.trim();
     };
-    // Intel CPUs with AVX-512 run its copy; AMD's the baseline one (addon.cc says why).
+    // Intel CPUs with AVX-512 run its copy; AMD's too for bf16 calls, the baseline one for
+    // f32 calls (addon.cc says why).
     const amd = /AuthenticAMD/.test(cpuFlags);
-    assert.match(version(), amd ? /batch-norm loops generic$/ : /batch-norm loops avx512$/);
+    assert.match(version(), amd ? /batch-norm loops generic \(avx512 for bf16\)$/ : /batch-norm loops avx512$/);
     // oneDNN's ISA cap below AVX-512 caps our loops as well.
     assert.match(version({ ONEDNN_MAX_CPU_ISA: 'AVX2' }), /\(ISA avx2\), batch-norm loops generic/);
     assert.equal(
       version({ RESNET_EXP_LOOPS: 'fast' }),
-      'resnet_native: RESNET_EXP_LOOPS must be avx512 or generic, not "fast" (unset it for the default)',
+      'resnet_native: RESNET_EXP_LOOPS must be avx512, generic or avx512-bf16, not "fast" (unset it for the default)',
     );
   });
 

@@ -5,6 +5,8 @@ import * as path from 'node:path';
 /** The functions exported by native/addon.cc and friends (all synchronous, in place). */
 export interface NativeAddon {
   version(): string;
+  /** Batch-norm calls of this process so far, by copy of the loops that ran them. */
+  bnLoopsCalls(): { generic: number; avx512: number };
   setThreads(a: { threads: number }): void;
   getThreads(): number;
   numProcs(): number;
