@@ -68,9 +68,9 @@ LoopsRule loopsRule() {
     // - bf16 calls (--precision bf16) everywhere: in the baseline copy they are bound by
     //   its 4-float SSE instructions (widening bf16, the mask, the conversions), not by
     //   memory: on the AMX Xeon its bf16 backward at 131072 x 16 moves a third of the f32
-    //   one's bytes and takes 1.8-2.0 vs 2.3 ms, its forward about as long as the f32 one.
-    //   The AVX-512 copy takes 0.47-0.60 of the baseline's time in bf16 at the three stage
-    //   shapes, 0.71-0.93 in f32 (bench/loops.ts, 4 pairs). Every CPU with bf16
+    //   one's bytes and takes 0.8-0.9 of its time (1.79 vs 2.26 and 1.23 vs 1.38 ms in two
+    //   runs of bench/loops.ts, 4 and 8 pairs). The AVX-512 copy takes 0.47-0.73 of the
+    //   baseline's time in bf16 at the three stage shapes, 0.71-1.04 in f32. Every CPU with bf16
     //   convolutions has AVX-512 (AVX512-BF16 or AMX), and AMD's Zen 4 and 5 run 16-float
     //   instructions at least as fast per value as 4-float ones.
     // - f32 calls not on AMD's: on a Zen 5 EPYC an earlier version of these loops, compiled

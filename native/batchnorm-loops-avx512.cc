@@ -1,9 +1,9 @@
 // batchnorm-loops.cc compiled for AVX-512 (F, BW, DQ, VL: x86-64-v4), as rn::avx512. The
 // addon is otherwise built for any x86-64 CPU (no -march), where GCC vectorizes batch
-// norm's loops with 4-float SSE vectors; 16-float ones take 0.71-0.93 of their time with
-// f32 arrays and 0.47-0.60 with bf16 ones, where the SSE copy is bound by its instructions
-// (each kernel at 131072 x 16, 32768 x 32 and 8192 x 64, bench/loops.ts, AMX Xeon; the
-// whole addon built for AVX2 was in between).
+// norm's loops with 4-float SSE vectors; 16-float ones take 0.71-1.04 of their time with
+// f32 arrays (bound by memory) and 0.47-0.73 with bf16 ones, where the SSE copy is bound by
+// its instructions (each kernel at 131072 x 16, 32768 x 32 and 8192 x 64, two runs of
+// bench/loops.ts on an AMX Xeon; the whole addon built for AVX2 was in between).
 // Which copy runs is a fixed rule of the CPU and of the call, bf16 or f32 (avx512Loops() in
 // addon.cc).
 //
