@@ -1,7 +1,8 @@
 // Which copy of batch norm's loops is faster on this CPU: the portable one or the AVX-512
 // one (native/batchnorm-loops-avx512.cc). avx512Loops() in native/addon.cc decides that by
-// a fixed rule of the CPU; this is the measurement behind the rule. Processes alternate
-// between RESNET_EXP_LOOPS=generic and =avx512 (the copy is chosen once per process), each
+// a fixed rule of the CPU and of the call (f32 or bf16 arrays); this is the measurement
+// behind the rule. Processes alternate between RESNET_EXP_LOOPS=generic and =avx512 (each
+// forces one copy for every call of the process), each
 // timing the batch-norm kernels at the three CIFAR stage shapes of batch 128 as a
 // training step calls them:
 //   node --import tsx bench/loops.ts [--pairs 6] [--calls 30]
