@@ -146,10 +146,13 @@ const bodyForward: tf.KernelFunc = ({ inputs, backend, attrs }) => {
     });
     const y = alloc(b, n);
     const yBf16 = bf16CopyFor(b, y);
-    // A block's inner activation (units 1, 3, ...) is read by the block's second conv
-    // (forward and weight gradient) and by its own ReLU mask, which bnTrainBackward can take
-    // from the copy too.
-    if (yBf16 && i % 2 === 1) {
+    // A unit's output read only by the next conv (forward and weight gradient) and by its
+    // own ReLU mask, which bnTrainBackward can take from the copy too: a block's inner
+    // activation (units 1, 3, ...), and in a plain net the stem's and every block's output
+    // but the body's last, since no shortcut reads them (plain-56 in bf16: the stem's and 16
+    // of the 27 blocks' outputs, those whose next conv reads bf16 in both passes).
+    const nextConvOnly = i % 2 === 1 || (i + 1 < strides.length && shortcuts[i / 2] === 'none');
+    if (yBf16 && nextConvOnly) {
       const next = conv2dGeometry(outShape, params[i + 1][0].shape, strides[i + 1]);
       const takes = takesBf16(next);
       if (takes.forwardX && takes.backwardWeightsX) st.bf16Only.add(y);
