@@ -71,11 +71,12 @@ LoopsRule loopsRule() {
     //   one's bytes and takes 0.8-0.9 of its time (1.79 vs 2.26 and 1.23 vs 1.38 ms in two
     //   runs of bench/loops.ts, 4 and 8 pairs). The AVX-512 copy takes 0.47-0.73 of the
     //   baseline's time in bf16 at the three stage shapes, 0.71-1.04 in f32. Every CPU with bf16
-    //   convolutions has AVX-512 (AVX512-BF16 or AMX), and AMD's Zen 4 and 5 run 16-float
-    //   instructions at least as fast per value as 4-float ones.
+    //   convolutions has AVX-512 (AVX512-BF16 or AMX); on a Zen 5 EPYC the AVX-512 copy
+    //   takes 0.52-0.70 of the baseline's time in bf16 (bench/loops.ts, 8 pairs).
     // - f32 calls not on AMD's: on a Zen 5 EPYC an earlier version of these loops, compiled
     //   for AVX-512, ran batch norm's f32 backward slower (18.5 vs 14.2 ms a ResNet-20 step;
-    //   forward 9.5 vs 10.4); the current ones are measured on an AMX Xeon only.
+    //   forward 9.5 vs 10.4); the current ones still take 0.89-1.24 of the baseline's time
+    //   there in f32 (the same bench/loops.ts run, 2026-12-03).
     const auto bits = static_cast<unsigned>(dnnl::cpu_isa::avx512_core);
     const bool allowed = cpu && (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) & bits) == bits;
     return {allowed && !__builtin_cpu_is("amd"), allowed};
