@@ -68,6 +68,17 @@ function ours(engine: string, net: string): Measure | string {
 // Data-parallel: 2 ranks x 1 thread under mpirun, against 1 process x 2 threads ('native').
 const MPI_SIDE = 'native-2ranks';
 
+// One round's order: each pair whose ratio is reported runs back to back, PyTorch between
+// the first two engines and the 2-rank column right after native. The load from this
+// machine's other tenants comes in spells of a minute or so; with PyTorch last, native and
+// PyTorch ran three measurements (~30 s) apart and a spell could slow only one of them.
+function roundOrder(engines: string[], haveTorch: boolean): string[] {
+  const single = engines.filter((e) => e !== MPI_SIDE);
+  const order = haveTorch ? [...single.slice(1), 'pytorch', ...single.slice(0, 1)] : single;
+  if (engines.includes(MPI_SIDE)) order.splice(order.indexOf('native') + 1, 0, MPI_SIDE);
+  return order;
+}
+
 function haveMpi(): boolean {
   if (spawnSync('mpirun', ['--version']).status !== 0) return false;
   const probe = "process.exit(require('./src/engine/native/addon').loadAddon().hasMpi ? 0 : 1)";
@@ -203,7 +214,7 @@ function main(): void {
     // Every other round runs the sides in reverse order: a fixed order turns any drift or
     // position effect into a bias for one side (on this shared machine the second of two
     // alternating processes has tended to run slower).
-    const sides = [...engines, ...(haveTorch ? ['pytorch'] : [])];
+    const sides = roundOrder(engines, haveTorch);
     if (r % 2 === 1) sides.reverse();
     for (const net of nets) {
       const round: Record<string, number> = {};
